@@ -1,0 +1,43 @@
+"""What every model is to the training loop and the evaluator."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+Params = Any  # a pytree of arrays
+Inputs = Any  # a pytree of arrays: graphs, features (built once on host, passed to jit)
+
+
+class Batch(NamedTuple):
+    """One training batch of static size B.
+
+    users, pos, neg: [B] int32 ids; mask: [B] bool, False on the padding of the last batch.
+    """
+
+    users: jax.Array
+    pos: jax.Array
+    neg: jax.Array
+    mask: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommender:
+    """A model as pure functions plus the arrays they read.
+
+    init(key) -> params
+    loss(params, inputs, batch, key) -> (scalar loss, {term name: scalar})  # train mode (dropout)
+    embed(params, inputs) -> (z_user [U, d], z_item [I, d])  # eval mode; scores are dot products
+    inputs: the data pytree (graphs, features) passed to every call, never closed over, so large
+      arrays are arguments of the compiled functions rather than constants baked into them.
+    trainable: False for models with nothing to learn (popularity).
+    """
+
+    name: str
+    init: Callable[[jax.Array], Params]
+    loss: Callable[[Params, Inputs, Batch, jax.Array], tuple[jax.Array, dict]]
+    embed: Callable[[Params, Inputs], tuple[jax.Array, jax.Array]]
+    inputs: Inputs
+    trainable: bool = True

@@ -1,0 +1,1 @@
+"""Training: the train state, one compiled epoch (lax.scan over batches), the run loop."""

@@ -1,0 +1,27 @@
+"""Test-wide set-up: 8 forced CPU devices (multi-device tests), and the golden file's location."""
+
+import os
+from pathlib import Path
+
+# Must happen before jax is imported anywhere: multi-device tests run on 8 forced CPU devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def golden_path() -> Path:
+    """../shared/golden/reference_tiny.npz beside the checkout, or $RECGOAT_GOLDEN."""
+    env = os.environ.get("RECGOAT_GOLDEN")
+    return Path(env) if env else REPO.parent / "shared" / "golden" / "reference_tiny.npz"
+
+
+@pytest.fixture(scope="session")
+def golden():
+    path = golden_path()
+    if not path.exists():
+        pytest.skip(f"golden file {path} is absent (set RECGOAT_GOLDEN to its path)")
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
