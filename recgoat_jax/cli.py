@@ -35,11 +35,16 @@ def _resolve(args) -> config_lib.RunConfig:
 
 def cmd_train(args) -> int:
     from recgoat_jax.data.load import load_dataset
+    from recgoat_jax.train.checkpoint import CheckpointError
     from recgoat_jax.train.loop import train
 
     cfg = _resolve(args)
     dataset = load_dataset(cfg.data)
-    result = train(cfg, dataset, args.out, progress=not args.quiet)
+    try:
+        result = train(cfg, dataset, args.out, progress=not args.quiet, resume=args.resume)
+    except CheckpointError as e:  # --resume refused: nothing was written
+        print(f"recgoat-jax: error: {e}", file=sys.stderr)
+        return 2
     keys = [f"recall@20", "ndcg@20"]
     print(json.dumps({"model": result["model"], "dataset": result["dataset"],
                       "best_epoch": result["best_epoch"],
@@ -71,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set train.epochs=10 (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint (the config may "
+                        "change only train.epochs, n_devices, checkpoint_every, max_to_keep)")
     _add_data_args(p)
     p.set_defaults(func=cmd_train)
 

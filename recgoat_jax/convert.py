@@ -155,7 +155,9 @@ def _cmd_convert(args) -> int:
         with np.load(args.input) as f:
             params = unflatten({k: f[k] for k in f.files})
         buf = io.BytesIO()
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+        # np.array(order="C"), not np.ascontiguousarray: the latter turns the 0-d fuse.alpha /
+        # fuse.beta into shape [1], which load_state_dict(strict=True) rejects
+        torch.save({k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in
                     jax_to_torch(params).items()}, buf)
         atomic_write_bytes(args.output, buf.getvalue())
     print(f"wrote {args.output}")
