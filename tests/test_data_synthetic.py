@@ -1,0 +1,171 @@
+"""Synthetic presets: sizes, determinism, planted structure, feature informativeness."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from recgoat_jax.data import PRESETS, generate, make_synthetic
+from recgoat_jax.data import synthetic
+from recgoat_jax.data.synthetic import Planted, planted_structure
+
+
+def n_pairs(ds) -> int:
+    return len(ds.train) + len(ds.valid) + len(ds.test)
+
+
+def test_tiny_preset_shapes_and_speed():
+    start = time.perf_counter()
+    ds = generate("tiny")
+    assert time.perf_counter() - start < 1.0
+    assert (ds.n_users, ds.n_items, n_pairs(ds)) == (60, 45, 600)
+    assert {k: v.shape for k, v in ds.item_features.items()} == {"text": (45, 24),
+                                                                  "image": (45, 40)}
+    assert ds.user_features["text"].shape == (60, 24)
+    np.testing.assert_allclose(np.linalg.norm(ds.item_features["text"], axis=1), 1.0, rtol=1e-5)
+    assert (ds.item_features["image"] >= 0).all() and (ds.item_features["image"] > 0).any()
+    per_user = np.bincount(np.concatenate([ds.train, ds.valid, ds.test])[:, 0], minlength=60)
+    assert per_user.min() >= 5
+    assert ds.source == "synthetic:tiny"
+
+
+def test_small_preset_sizes():
+    ds = generate("small")
+    assert (ds.n_users, ds.n_items, n_pairs(ds)) == (3000, 2000, 60000)
+    assert 0.75 < len(ds.train) / n_pairs(ds) < 0.85
+    assert len(ds.valid) == len(ds.test) > 0
+    assert {k: v.shape[1] for k, v in ds.item_features.items()} == {"text": 128, "image": 256}
+    assert ds.user_features["text"].shape == (3000, 128)
+
+
+def test_benchmark_presets_have_the_published_sizes():
+    sizes = {k: (p.n_users, p.n_items, p.n_interactions) for k, p in PRESETS.items()}
+    assert sizes["baby"] == (19445, 7050, 160792)
+    assert sizes["sports"] == (35598, 18357, 296337)
+    assert sizes["electronics"] == (192403, 63001, 1689188)
+    assert sizes["tiktok"] == (9319, 6710, 59541)
+    assert PRESETS["baby"].feature_dims == {"text": 384, "image": 4096}
+    assert PRESETS["tiktok"].feature_dims == {"text": 768, "image": 128, "audio": 128}
+
+
+@pytest.mark.slow
+def test_baby_preset_generates():
+    ds = generate("baby")
+    assert (ds.n_users, ds.n_items, n_pairs(ds)) == (19445, 7050, 160792)
+    assert ds.item_features["image"].shape == (7050, 4096)
+    assert ds.item_features["image"].dtype == np.float32
+
+
+def test_same_seed_same_dataset_other_seed_differs():
+    a, b, c = generate("tiny", seed=3), generate("tiny", seed=3), generate("tiny", seed=4)
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(getattr(a, split), getattr(b, split))
+    for m in a.item_features:
+        np.testing.assert_array_equal(a.item_features[m], b.item_features[m])
+    assert not np.array_equal(a.train, c.train)
+
+
+def test_signal_overrides_change_only_the_features():
+    base = generate("tiny")
+    noisy = generate("tiny", feature_signal=0.0)
+    text_only = generate("tiny", text_signal=1.0)
+    np.testing.assert_array_equal(base.train, noisy.train)
+    np.testing.assert_array_equal(base.test, noisy.test)
+    assert not np.allclose(base.item_features["text"], noisy.item_features["text"])
+    np.testing.assert_array_equal(base.item_features["image"], text_only.item_features["image"])
+    assert synthetic.preset_signal("small") == {"text": 0.7, "image": 0.3}
+    assert synthetic.preset_signal("small", -1.0, -1.0) == {"text": 0.7, "image": 0.3}
+    assert synthetic.preset_signal("small", 0.5, 0.9) == {"text": 0.9, "image": 0.5}
+    with pytest.raises(ValueError, match="feature signal for 'text' is 1.5"):
+        generate("tiny", text_signal=1.5)
+    with pytest.raises(ValueError, match="unknown synthetic preset 'big'"):
+        generate("big")
+
+
+def probe_r2(features: np.ndarray, factors: np.ndarray) -> float:
+    """Held-out R^2 of a least-squares linear probe from features to the item factors."""
+    x = np.concatenate([features, np.ones((len(features), 1), np.float32)], axis=1)
+    half = len(x) // 2
+    coef, *_ = np.linalg.lstsq(x[:half], factors[:half], rcond=None)
+    residual = factors[half:] - x[half:] @ coef
+    return 1.0 - residual.var() / factors[half:].var()
+
+
+@pytest.mark.parametrize("modality", ["text", "image", "audio"])
+def test_informativeness_knob(modality):
+    def features(s: float) -> np.ndarray:
+        ds = make_synthetic(300, 1200, 3000, {modality: 48}, {modality: s}, seed=11)
+        return ds.item_features[modality]
+
+    factors = planted_structure(300, 1200, seed=11).item_factors
+    r2 = {s: probe_r2(features(s), factors) for s in (0.0, 0.3, 1.0)}
+    assert r2[0.0] < 0.1  # pure noise: nothing to predict from
+    assert r2[1.0] > 0.8  # noiseless (text is only row-normalised, image passes a ReLU)
+    assert r2[0.0] < r2[0.3] < r2[1.0]
+
+
+def test_user_features_follow_user_factors():
+    ds = make_synthetic(1200, 40, 6000, {}, {"text": 1.0}, user_feature_dim=48, seed=2)
+    factors = planted_structure(1200, 40, seed=2).user_factors
+    assert probe_r2(ds.user_features["text"], factors) > 0.85
+
+
+def recall_at_20(scores: np.ndarray, ds) -> float:
+    scores = np.array(scores, dtype=np.float32)
+    scores[ds.train[:, 0], ds.train[:, 1]] = -np.inf
+    top = np.argpartition(-scores, 20, axis=1)[:, :20]
+    hit = np.zeros(scores.shape, bool)
+    hit[ds.test[:, 0], ds.test[:, 1]] = True
+    n_test = np.bincount(ds.test[:, 0], minlength=ds.n_users)
+    users = n_test > 0
+    return float((np.take_along_axis(hit, top, 1).sum(1)[users] / n_test[users]).mean())
+
+
+def test_small_preset_rewards_personalisation():
+    ds = generate("small")
+    planted = planted_structure(ds.n_users, ds.n_items, seed=2025)
+    popularity = np.bincount(ds.train[:, 1], minlength=ds.n_items).astype(np.float32)
+    r_pop = recall_at_20(np.broadcast_to(popularity, (ds.n_users, ds.n_items)), ds)
+    r_oracle = recall_at_20(planted.logits(np.arange(ds.n_users)), ds)
+    assert r_pop < 0.2
+    assert r_oracle > 3 * r_pop
+
+
+def test_sampler_is_sampling_without_replacement_by_weight():
+    # Three items with weights .6 / .3 / .1 and no affinity: each user draws two distinct items.
+    weights = np.array([0.6, 0.3, 0.1])
+    n_users = 20000
+    planted = Planted(np.zeros((n_users, 16), np.float32), np.zeros((3, 16), np.float32),
+                      np.log(weights).astype(np.float32), 3.0)
+    pairs = synthetic._draw_interactions(planted, np.full(n_users, 2), seed=0)
+    assert len({(u, i) for u, i in pairs}) == len(pairs) == 2 * n_users
+    without_0 = n_users - len(np.unique(pairs[pairs[:, 1] == 0, 0]))
+    # P({1, 2}) = .3 * .1 / .7 + .1 * .3 / .9 for successive sampling without replacement
+    expected = 0.3 * 0.1 / 0.7 + 0.1 * 0.3 / 0.9
+    assert abs(without_0 / n_users - expected) < 5 * np.sqrt(expected * (1 - expected) / n_users)
+
+
+def test_inverse_cdf_draws_match_weights():
+    rng = np.random.default_rng(0)
+    weights = rng.random((2, 3, 4)).astype(np.float32)  # 2 rows, 12 items each
+    weights[1, 2] = 0.0  # a zero block must never be drawn
+    block_cdf = np.cumsum(weights.sum(axis=2), axis=1)
+    rows = np.repeat([0, 1], 60000)
+    got_rows, items = synthetic._inverse_cdf_draws(weights, block_cdf, rows, rng)
+    assert len(items) == len(rows)
+    for r in (0, 1):
+        freq = np.bincount(items[got_rows == r], minlength=12) / 60000
+        p = weights[r].ravel() / weights[r].sum()
+        np.testing.assert_allclose(freq, p, atol=5 * np.sqrt(p.max() / 60000))
+    assert not np.isin(items[got_rows == 1], [8, 9, 10, 11]).any()
+
+
+def test_make_synthetic_rejects_impossible_requests():
+    with pytest.raises(ValueError, match="n_interactions = 10: expected between 40 and 600"):
+        make_synthetic(40, 30, 10, {}, {})
+    with pytest.raises(ValueError, match="n_interactions = 700: expected between 200 and 600"):
+        make_synthetic(40, 30, 700, {}, {})
+    with pytest.raises(ValueError, match="no signal given for modality 'image'"):
+        make_synthetic(40, 30, 300, {"image": 8}, {"text": 0.5})
