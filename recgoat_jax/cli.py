@@ -53,6 +53,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """Rank with given parameters (e.g. converted from the public PyTorch code) on valid / test."""
+    import jax
+    import numpy as np
+
+    from recgoat_jax.convert import unflatten
+    from recgoat_jax.data.load import load_dataset
+    from recgoat_jax.train.loop import Trainer
+
+    cfg = _resolve(args)
+    trainer = Trainer(cfg, load_dataset(cfg.data))
+    with np.load(args.params) as f:
+        loaded = unflatten({k: f[k] for k in f.files})
+    expected = jax.eval_shape(trainer.model.init, jax.random.PRNGKey(0))
+    got = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), loaded)
+    if jax.tree.structure(got) != jax.tree.structure(expected) or any(
+            a.shape != b.shape for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected))):
+        raise config_lib.ConfigError(
+            f"{args.params}: parameters do not fit model '{cfg.model.name}' on this dataset "
+            f"(expected {jax.tree.map(lambda a: a.shape, expected)})")
+    print(json.dumps(trainer.evaluate(jax.tree.map(jax.numpy.asarray, loaded)), indent=2))
+    return 0
+
+
 def cmd_data_stats(args) -> int:
     from recgoat_jax.data.load import load_dataset
 
@@ -81,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "change only train.epochs, n_devices, checkpoint_every, max_to_keep)")
     _add_data_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate given parameters (.npz, e.g. from `convert`)")
+    p.add_argument("--config", help="TOML config of the model the parameters belong to")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--params", required=True, help=".npz of parameters (recgoat-jax convert --to jax)")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True)
