@@ -63,6 +63,8 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], help="override for every run")
     p.add_argument("--runs-dir", default="runs/compare")
     p.add_argument("--results-dir", default="experiments/results")
+    p.add_argument("--summarise-only", action="store_true",
+                   help="train nothing: tabulate the result.json files already in --runs-dir")
     args = p.parse_args(argv)
     import sys
     command = "python " + " ".join(sys.argv)
@@ -71,6 +73,11 @@ def main(argv=None) -> None:
     datasets = {}
     for label, path, overrides in map(parse_run, args.run):
         for seed in args.seeds:
+            if args.summarise_only:
+                done = Path(args.runs_dir) / args.name / f"{label}-seed{seed}" / "result.json"
+                if done.exists():
+                    results.setdefault(label, []).append(json.loads(done.read_text()))
+                continue
             cfg = config_lib.load(path, args.set + overrides + [f"train.seed={seed}"])
             key = config_lib.dumps(config_lib.from_dict({"data": config_lib.to_dict(cfg)["data"]}))
             if key not in datasets:
