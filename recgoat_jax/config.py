@@ -84,7 +84,8 @@ class LossConfig:
     infonce_block: int = 0  # > 0: InfoNCE in row blocks of this size (never B x B at once)
     ot_loss: str = "none"  # "none" | "sinkhorn_divergence" | "entropic": modality vs ID, batch items
     ot_weight: float = 0.0
-    ot_epsilon: float = 0.05
+    ot_epsilon: float = 0.05  # absolute: the OT loss compares L2-normalised embeddings
+    ot_rows: int = 512  # batch rows the OT loss uses (0 = all); its cost grows as rows^2
 
 
 @dataclasses.dataclass(frozen=True)

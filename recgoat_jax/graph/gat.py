@@ -11,8 +11,10 @@ Parameter names and initialisations match the PyTorch reference so that a conver
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -59,6 +61,9 @@ def segment_softmax(logits: jax.Array, segment_ids: jax.Array, num_segments: int
     return exp_logits / normaliser[segment_ids]
 
 
+# bf16 (or other) operands, f32 accumulation and result: the mixed-precision matmul.
+_dot_f32 = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+
 # PyTorch nn.Linear default weight init, kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_linear_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
@@ -68,6 +73,8 @@ class GATConv(nn.Module):
     residual=False, activation=None, bias=True)``.
 
     Parameters: kernel [d, d], attn_l [H, d/H], attn_r [H, d/H], bias [d].
+    `dtype`: operand dtype of the projection matmul (bf16 for mixed precision); the
+    parameters, the attention softmax and the aggregation stay float32.
     """
 
     dim: int
@@ -75,6 +82,7 @@ class GATConv(nn.Module):
     feat_drop: float = 0.1
     attn_drop: float = 0.1
     negative_slope: float = 0.2
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
@@ -97,7 +105,9 @@ class GATConv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (self.dim,))
 
         h = nn.Dropout(self.feat_drop)(h, deterministic=deterministic)
-        projected = (h @ kernel).reshape(n_nodes, self.heads, head_dim)  # [N, H, d/H]
+        projected = jnp.matmul(h.astype(self.dtype), kernel.astype(self.dtype),
+                               preferred_element_type=jnp.float32)
+        projected = projected.reshape(n_nodes, self.heads, head_dim)  # [N, H, d/H]
         score_src = jnp.sum(projected * attn_l, axis=-1)  # [N, H]
         score_dst = jnp.sum(projected * attn_r, axis=-1)  # [N, H]
         logits = nn.leaky_relu(score_src[senders] + score_dst[receivers], self.negative_slope)  # [E, H]
@@ -111,7 +121,8 @@ class GATConv(nn.Module):
 class ModalityBranch(nn.Module):
     """One modality's item branch: ``proj`` = Linear(in_m -> d) with PyTorch default init, then
     ``n_layers`` GATConv layers ``gat_0``, ``gat_1``, ..., each followed by LeakyReLU(0.2) and
-    Dropout(dropout)."""
+    Dropout(dropout). `dtype`: operand dtype of the matmuls (bf16 for mixed precision); the
+    parameters and every result stay float32."""
 
     dim: int
     n_layers: int = 1
@@ -119,6 +130,7 @@ class ModalityBranch(nn.Module):
     feat_drop: float = 0.1
     attn_drop: float = 0.1
     dropout: float = 0.1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
@@ -132,12 +144,13 @@ class ModalityBranch(nn.Module):
             self.dim,
             kernel_init=torch_linear_kernel_init,
             bias_init=torch_linear_bias_init(x.shape[1]),
+            dtype=self.dtype,
+            dot_general=_dot_f32,
             name="proj",
-        )(x)
+        )(x).astype(jnp.float32)
         for layer in range(self.n_layers):
-            h = GATConv(self.dim, self.heads, self.feat_drop, self.attn_drop, name=f"gat_{layer}")(
-                h, senders, receivers, deterministic
-            )
+            h = GATConv(self.dim, self.heads, self.feat_drop, self.attn_drop, dtype=self.dtype,
+                        name=f"gat_{layer}")(h, senders, receivers, deterministic)
             h = nn.leaky_relu(h, 0.2)
             h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
         return h

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 Params = Any  # a pytree of arrays
 Inputs = Any  # a pytree of arrays: graphs, features (built once on host, passed to jit)
@@ -41,3 +42,18 @@ class Recommender:
     embed: Callable[[Params, Inputs], tuple[jax.Array, jax.Array]]
     inputs: Inputs
     trainable: bool = True
+
+
+PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}
+
+
+def compute_dtype(precision: str):
+    """The operand dtype of the dense matmuls for `train.precision` ("f32" | "bf16").
+
+    Parameters and optimizer state are float32 either way; matmuls accumulate in float32.
+    """
+    if precision not in PRECISIONS:
+        from recgoat_jax.config import ConfigError
+        raise ConfigError(f"train.precision must be one of {sorted(PRECISIONS)}, got "
+                          f"{precision!r}")
+    return PRECISIONS[precision]

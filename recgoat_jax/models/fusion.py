@@ -7,6 +7,8 @@ rows (REFERENCE.md section 3, step 3).
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,11 +26,14 @@ def initial_weight(cfg: OATConfig, modality: str) -> float:
 
 class OATFusion(nn.Module):
     """Parameters: ``delta_<m>`` [d, d] (xavier-uniform), ``weight_<m>`` [] (the reference's
-    alpha / beta), ``ln`` (LayerNorm scale / bias [d])."""
+    alpha / beta), ``ln`` (LayerNorm scale / bias [d]). `dtype`: operand dtype of the
+    ``z_m @ (T_m + Delta_m)`` matmuls (bf16 for mixed precision); the cost, the plan and the
+    results stay float32."""
 
     modalities: tuple[str, ...]
     cfg: OATConfig
     dropout: float = 0.1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z_cf: jax.Array, z_modal: dict[str, jax.Array], deterministic: bool):
@@ -42,7 +47,8 @@ class OATFusion(nn.Module):
             if self.cfg.use_delta:
                 mapping = mapping + self.param(f"delta_{m}", nn.initializers.xavier_uniform(),
                                                (d, d), jnp.float32)
-            aligned[m] = z_modal[m] @ mapping
+            aligned[m] = jnp.matmul(z_modal[m].astype(self.dtype), mapping.astype(self.dtype),
+                                    preferred_element_type=jnp.float32)
         raw = jnp.stack([jnp.asarray(self.param(f"weight_{m}", nn.initializers.constant(
             self._init_param(m)), (), jnp.float32)) for m in self.modalities])
         if self.cfg.fusion_weights == "unconstrained":

@@ -10,6 +10,8 @@ Parameter tree (names mirror the public implementation's state_dict, see `recgoa
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,7 +23,7 @@ from recgoat_jax.data import Dataset
 from recgoat_jax.graph.bipartite import normalized_user_item_graph
 from recgoat_jax.graph.gat import ModalityBranch
 from recgoat_jax.graph.knn import knn_edges, with_self_loops
-from recgoat_jax.models.base import Batch, Recommender
+from recgoat_jax.models.base import Batch, Recommender, compute_dtype
 from recgoat_jax.models.fusion import OATFusion
 from recgoat_jax.models.lightgcn import propagate_ids
 from recgoat_jax.ot.distribution import ot_loss
@@ -46,16 +48,18 @@ class RecGOAT(nn.Module):
     modalities: tuple[str, ...]
     user_modalities: tuple[str, ...]
     cfg: ModelConfig
+    dtype: Any = jnp.float32  # operand dtype of the dense matmuls (train.precision)
 
     def setup(self):
         c = self.cfg
         self.cf = IdEmbeddings(self.n_users, self.n_items, c.dim, c.init_std)
         branch = dict(dim=c.dim, n_layers=c.gat_layers, heads=c.gat_heads,
-                      feat_drop=c.feat_dropout, attn_drop=c.attn_dropout, dropout=c.dropout)
+                      feat_drop=c.feat_dropout, attn_drop=c.attn_dropout, dropout=c.dropout,
+                      dtype=self.dtype)
         self.branches = {m: ModalityBranch(**branch, name=f"branch_{m}") for m in self.modalities}
         self.user_branches = {m: ModalityBranch(**branch, name=f"user_branch_{m}")
                               for m in self.user_modalities}
-        self.fuse = OATFusion(self.modalities, c.oat, c.dropout)
+        self.fuse = OATFusion(self.modalities, c.oat, c.dropout, dtype=self.dtype)
         if self.user_modalities:
             self.user_gate = self.param("user_gate", nn.initializers.constant(0.1), ())
 
@@ -138,8 +142,12 @@ def recgoat_loss(cfg: RunConfig, out: dict, batch: Batch) -> tuple[jax.Array, di
         terms["cl"] = cl
         total = total + lc.cl_weight * cl
     if lc.ot_loss != "none" and lc.ot_weight > 0:
-        ot = sum(ot_loss(z[batch.pos], cf[batch.pos], lc.ot_loss, lc.ot_epsilon, batch.mask)
-                 for z in modal.values()) / max(len(modal), 1)
+        # The batch is a random sample of pairs, so its first `ot_rows` rows are one too: the
+        # O(B^2) Sinkhorn between point clouds then costs (ot_rows / B)^2 of the full batch's.
+        rows = batch.pos[: lc.ot_rows] if lc.ot_rows > 0 else batch.pos
+        mask = batch.mask[: rows.shape[0]]
+        ot = sum(ot_loss(losses.l2_normalize(z[rows]), losses.l2_normalize(cf[rows]), lc.ot_loss,
+                         lc.ot_epsilon, mask) for z in modal.values()) / max(len(modal), 1)
         terms["ot"] = ot
         total = total + lc.ot_weight * ot
     return total, terms
@@ -147,7 +155,8 @@ def recgoat_loss(cfg: RunConfig, out: dict, batch: Batch) -> tuple[jax.Array, di
 
 def build_recgoat(cfg: RunConfig, dataset: Dataset) -> Recommender:
     modalities, user_modalities = select_modalities(cfg.model, dataset)
-    module = RecGOAT(dataset.n_users, dataset.n_items, modalities, user_modalities, cfg.model)
+    module = RecGOAT(dataset.n_users, dataset.n_items, modalities, user_modalities, cfg.model,
+                     dtype=compute_dtype(cfg.train.precision))
     inputs = build_inputs(cfg, dataset, modalities, user_modalities)
 
     def init(key):
