@@ -44,14 +44,17 @@ def summarise(results: dict[str, list[dict]]) -> list[dict]:
 
 
 def markdown(rows: list[dict], title: str, command: str) -> str:
-    head = "| model | " + " | ".join(f"test {m}" for m in METRICS) + " | best epochs | s/epoch |"
+    head = ("| model | seeds | " + " | ".join(f"test {m}" for m in METRICS)
+            + " | best epochs | s/epoch |")
     lines = [f"### {title}", "", f"Command: `{command}`", "", head,
-             "|" + "---|" * (len(METRICS) + 3)]
+             "|" + "---|" * (len(METRICS) + 4)]
     for r in rows:
         cells = " | ".join(f"{r[m][0]:.4f} ± {r[m][1]:.4f}" for m in METRICS)
-        lines.append(f"| {r['model']} | {cells} | {r['best_epoch']} | {r['epoch_seconds']:.2f} |")
+        lines.append(f"| {r['model']} | {r['seeds']} | {cells} | {r['best_epoch']} | "
+                     f"{r['epoch_seconds']:.2f} |")
     lines.append("")
-    lines.append("Mean ± sample std over seeds; test metrics at the best-valid epoch (MMRec protocol).")
+    lines.append("Mean ± sample std over the seeds that finished (std 0 with one seed); test "
+                 "metrics at the best-valid epoch (MMRec protocol).")
     return "\n".join(lines) + "\n"
 
 
