@@ -228,9 +228,18 @@ def run_in_subprocess(method: str, n_items: int, dim: int, reps: int, max_second
 
 def markdown(result: dict) -> str:
     meta = result["meta"]
-    text = common.run_header("OAT alignment step: time and peak memory", meta["command"],
-                             meta["load"])
-    text += "\n" + common.load_warning([meta["load"]["before"], meta["load"]["after"]])
+    text = common.run_header("OAT alignment step: time and peak memory", meta)
+    during = [meta["load"]["after"]] + [c["load_after"] for c in result["cells"]
+                                        if "load_after" in c]
+    text += "\n" + common.load_warning([meta["load"]["before"]], during,
+                                       meta["threads"].get("busy_threads",
+                                                           meta["machine"]["cpus_usable"]))
+    busy = [c for c in result["cells"] if c.get("load_after", [0])[0]
+            >= common.QUIET_LOAD + meta["threads"].get("busy_threads", 2)]
+    if busy:
+        text += ("\nCells measured while other work ran (1-minute load at their end above "
+                 "the quiet level): " + ", ".join(f"I={c['items']} d={c['dim']} {c['method']}"
+                                                 for c in busy) + ".\n")
     m = meta["machine"]
     text += (f"\nMachine: {m['cpu_model']}, {m['cpus_usable']} usable CPUs, "
              f"{m['memory_total_gib']} GiB memory ({m['memory_available_gib']} GiB available at "
@@ -353,7 +362,9 @@ def main(argv=None) -> dict | None:
         load["wait"] = common.wait_for_quiet(args.wait_quiet_min * 60)
         load["before"] = common.load_average()
     result = {"meta": {"command": common.command_line(), "machine": common.machine_info(),
-                       "threads": common.thread_info(), "load": load, "settings": {"epsilon": EPSILON, "iterations": ITERATIONS,
+                       "threads": {**common.thread_info(), "busy_threads": common.busy_threads()},
+                       "load": load, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "settings": {"epsilon": EPSILON, "iterations": ITERATIONS,
                                                   "cost_scale": COST_SCALE,
                                                   "input_std": INPUT_STD}},
               "cells": [], "skipped": []}

@@ -146,14 +146,31 @@ def wait_for_quiet(max_wait_s: float, threshold: float = QUIET_LOAD, poll_s: flo
             "load_at_end": load, "quiet": load[0] < threshold, "threshold": threshold}
 
 
-def load_warning(loads: Iterable[Sequence[float]], threshold: float = QUIET_LOAD) -> str:
-    """A prominent Markdown warning when any recorded 1-minute load was >= threshold."""
-    worst = max((l[0] for l in loads), default=0.0)
-    if worst < threshold:
+def load_warning(before: Iterable[Sequence[float]], during: Iterable[Sequence[float]] = (),
+                 own_threads: int = 0, threshold: float = QUIET_LOAD) -> str:
+    """A prominent Markdown warning when other work shared the machine.
+
+    before: load averages taken just before measuring (must be < threshold);
+    during: load averages taken while / right after measuring, which include the benchmark's
+      own `own_threads` busy threads (must be < threshold + own_threads).
+    """
+    worst_before = max((l[0] for l in before), default=0.0)
+    worst_during = max((l[0] for l in during), default=0.0)
+    if worst_before < threshold and worst_during < threshold + own_threads:
         return ""
-    return (f"> **WARNING: the machine was busy during this run (1-minute load average up to "
-            f"{worst:.2f}, threshold {threshold}). Other processes shared the CPUs, so absolute "
+    return (f"> **WARNING: the machine was busy during this run (1-minute load average "
+            f"{worst_before:.2f} before measuring, up to {worst_during:.2f} while measuring with "
+            f"{own_threads} threads of its own; quiet means < {threshold} before and < "
+            f"{threshold + own_threads:g} during). Other processes shared the CPUs, so absolute "
             f"times are inflated and ratios are less reliable than on a quiet machine.**\n")
+
+
+def busy_threads() -> int:
+    """Threads a benchmark keeps busy: the usable CPUs (both frameworks default to all), or 1
+    when both are limited to one thread by OMP_NUM_THREADS / XLA_FLAGS."""
+    info = thread_info()
+    torch_threads = int(os.environ.get("OMP_NUM_THREADS", info["cpus_usable"]))
+    return max(1, min(info["cpus_usable"], max(torch_threads, info["xla_intra_op_threads"])))
 
 
 # --------------------------------------------------------------------------- timing
@@ -278,14 +295,25 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
-def run_header(title: str, command: str, load: dict | None = None) -> str:
-    """The first lines of a results Markdown file: title, command, date, machine load."""
-    lines = [f"# {title}\n", f"Command: `{command}`  ", f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  "]
+def run_header(title: str, meta: dict | str, load: dict | None = None) -> str:
+    """The first lines of a results Markdown file: title, command, date, machine load, notes.
+
+    meta: the result's "meta" (command, time, load, optional notes), or just the command
+      string, with `load` ({"before", "after", "wait"}) given apart.
+    """
+    if isinstance(meta, str):
+        meta = {"command": meta, "load": load}
+    load = meta.get("load")
+    lines = [f"# {title}\n", f"Command: `{meta['command']}`  "]
+    if meta.get("time"):
+        lines.append(f"Run started: {meta['time']}  ")
     if load:
         lines.append(f"Load average (1/5/15 min) before: {_fmt_load(load.get('before'))}, "
-                     f"after: {_fmt_load(load.get('after'))}"
+                     f"after: {_fmt_load(load.get('after'))} (includes this run's own threads)"
                      + (f"; waited {load['wait']['waited_s']:.0f} s for a quiet machine "
                         f"(quiet: {load['wait']['quiet']})" if load.get("wait") else "") + "  ")
+    for note in meta.get("notes", []):
+        lines.append(f"\n**Note:** {note}")
     return "\n".join(lines) + "\n"
 
 

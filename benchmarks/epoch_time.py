@@ -258,10 +258,11 @@ def jax_variant_name(cfg, args) -> str:
 
 def markdown(result: dict) -> str:
     meta = result["meta"]
-    text = common.run_header("Epoch time: PyTorch reference port vs recgoat_jax",
-                             meta["command"], meta["load"])
-    text += "\n" + common.load_warning([meta["load"]["before"], meta["load"]["after"]]
-                                       + [s["load_after"] for s in result["settings"]])
+    text = common.run_header("Epoch time: PyTorch reference port vs recgoat_jax", meta)
+    text += "\n" + common.load_warning(
+        [meta["load"]["before"]], [meta["load"]["after"]] + [s["load_after"] for s in
+                                                             result["settings"]],
+        meta["threads"].get("busy_threads", meta["machine"]["cpus_usable"]))
     m, th, ds = meta["machine"], meta["threads"], meta["dataset"]
     text += (f"\nMachine: {m['cpu_model']}, {m['cpus_usable']} usable CPUs (os.cpu_count "
              f"{m['cpu_count']}), {m['memory_total_gib']} GiB memory"
@@ -370,7 +371,8 @@ def main(argv=None) -> dict:
         load["before"] = common.load_average()
     dataset = common.load_dataset(args.preset, args.data_format, args.data_path, args.data_name)
     result = {"meta": {"command": common.command_line(), "machine": common.machine_info(),
-                       "threads": common.thread_info(), "dataset": dataset_summary(dataset),
+                       "threads": {**common.thread_info(), "busy_threads": common.busy_threads()},
+                       "dataset": dataset_summary(dataset),
                        "load": load, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
               "settings": [], "skipped": []}
     for model in models:
