@@ -45,7 +45,7 @@ def cmd_train(args) -> int:
     except CheckpointError as e:  # --resume refused: nothing was written
         print(f"recgoat-jax: error: {e}", file=sys.stderr)
         return 2
-    keys = [f"recall@20", "ndcg@20"]
+    keys = ["recall@20", "ndcg@20"]
     print(json.dumps({"model": result["model"], "dataset": result["dataset"],
                       "best_epoch": result["best_epoch"],
                       **{f"test/{k}": result["test"].get(k) for k in keys},

@@ -179,5 +179,4 @@ def build_recgoat(cfg: RunConfig, dataset: Dataset) -> Recommender:
         out = forward(params, inputs)
         return out["z_user"], out["z_item"]
 
-    rec = Recommender(name="recgoat", init=init, loss=loss, embed=embed, inputs=inputs)
-    return rec
+    return Recommender(name="recgoat", init=init, loss=loss, embed=embed, inputs=inputs)
