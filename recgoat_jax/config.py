@@ -71,6 +71,7 @@ class ModelConfig:
     modalities: tuple[str, ...] = ()  # empty: every item feature the dataset has
     user_side: bool = False  # the paper's user-user graph branch (needs user features)
     user_knn_k: int = 20
+    user_gate_init: float = 0.1  # initial share (0..1, open) of the user branch in z_user
     oat: OATConfig = dataclasses.field(default_factory=OATConfig)
 
 

@@ -5,7 +5,8 @@ Parameter tree (names mirror the public implementation's state_dict, see `recgoa
   cf/{embedding_user [U, d], embedding_item [I, d]}
   branch_<m>/{proj/{kernel, bias}, gat_0/{kernel, attn_l, attn_r, bias}, ...}
   fuse/{delta_<m> [d, d], weight_<m> [], ln/{scale, bias}}
-  user_branch_<name>/... and user_gate [] when the user side is on.
+  user_branch_<name>/... and user_gate [] (a logit: the branch's share is sigmoid(user_gate))
+  when the user side is on.
 """
 
 from __future__ import annotations
@@ -61,7 +62,14 @@ class RecGOAT(nn.Module):
                               for m in self.user_modalities}
         self.fuse = OATFusion(self.modalities, c.oat, c.dropout, dtype=self.dtype)
         if self.user_modalities:
-            self.user_gate = self.param("user_gate", nn.initializers.constant(0.1), ())
+            g = c.user_gate_init
+            if not 0.0 < g < 1.0:
+                raise ValueError(f"model.user_gate_init must be in (0, 1), got {g}")
+            # A convex mix: an unconstrained gate becomes a free scale of the user embeddings
+            # (it went to -1.2 within 8 epochs on noise profiles, amplifying z_cf against
+            # z_sem), and the user branch then hurts whenever the profiles carry no signal.
+            logit = float(np.log(g / (1.0 - g)))
+            self.user_gate = self.param("user_gate", nn.initializers.constant(logit), ())
 
     def __call__(self, inputs: dict, deterministic: bool) -> dict:
         """Full forward pass over all users and items.
@@ -77,7 +85,8 @@ class RecGOAT(nn.Module):
         if self.user_modalities:
             z_sem = sum(self.user_branches[m](inputs["user_features"][m], *inputs["user_knn"][m],
                                               deterministic) for m in self.user_modalities)
-            z_user = (1.0 - self.user_gate) * z_user + self.user_gate * z_sem / len(self.user_modalities)
+            share = jax.nn.sigmoid(self.user_gate)
+            z_user = (1.0 - share) * z_user + share * z_sem / len(self.user_modalities)
         return {"z_user": z_user, "z_item": z_item, "z_item_cf": z_cf, "z_modal": z_modal,
                 "plans": plans, "ids": ids}
 
