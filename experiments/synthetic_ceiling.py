@@ -5,8 +5,8 @@
 Prints (1) the test metrics of the planted model's own affinity logits (`Planted.logits`: the
 scores the interactions were drawn from), ranked like every model's embeddings (MMRec protocol,
 training and validation items masked): a ceiling no learned model should pass; and (2) for each
-item and user modality, the R^2 of a ridge read-out of the planted factors from the features
-(in-sample): how much of the hidden taste each modality carries.
+item and user modality, the held-out R^2 of a linear probe from the features to the planted
+factors (`synthetic.probe_r2`): how much of the hidden taste each modality carries.
 """
 
 from __future__ import annotations
@@ -16,16 +16,8 @@ import argparse
 import jax.numpy as jnp
 import numpy as np
 
-from recgoat_jax.data.synthetic import generate, planted_structure
+from recgoat_jax.data.synthetic import generate, planted_structure, probe_r2
 from recgoat_jax.eval.ranking import RankingEvaluator
-
-
-def readout_r2(features: np.ndarray, factors: np.ndarray, ridge: float = 1e-3) -> float:
-    """R^2 of the least-squares (ridge) map features [N, f] -> factors [N, k], with a bias."""
-    x = np.concatenate([features, np.ones((len(features), 1), features.dtype)], 1)
-    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ factors)
-    residual = ((x @ w - factors) ** 2).sum()
-    return float(1.0 - residual / ((factors - factors.mean(0)) ** 2).sum())
 
 
 def main(argv=None) -> None:
@@ -49,8 +41,8 @@ def main(argv=None) -> None:
     for side, feats, factors in (("item", ds.item_features, planted.item_factors),
                                  ("user", ds.user_features, planted.user_factors)):
         for name, x in sorted(feats.items()):
-            print(f"{side} {name} [{x.shape[0]}, {x.shape[1]}]: read-out R^2 of the planted "
-                  f"factors {readout_r2(x.astype(np.float64), factors.astype(np.float64)):.4f}")
+            print(f"{side} {name} [{x.shape[0]}, {x.shape[1]}]: held-out probe R^2 of the "
+                  f"planted factors {probe_r2(x, factors):.4f}")
 
 
 if __name__ == "__main__":

@@ -30,3 +30,29 @@ def golden():
         pytest.skip(f"golden file {path} is absent (set RECGOAT_GOLDEN to its path)")
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script(relative_path, name)``: a repository script (experiments/..., not a
+    package module) imported as a module, for tests of its functions."""
+    import importlib.util
+
+    def load(relative: str, name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / relative)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch limited to one intra-op thread for a test module: its problems are tiny, and
+    several threads on a busy 2-core box only spin."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

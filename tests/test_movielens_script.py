@@ -3,7 +3,6 @@
 No MiniLM here: `prepare` takes the encoder as an argument, and a fake one records the texts.
 """
 
-import importlib.util
 import re
 import zipfile
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 from recgoat_jax.data.dataset import DataError
 from recgoat_jax.data.readers import read_recbole
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "movielens" / "run.py"
 
 # One made-up word per title, so a profile can be traced back to the items it quotes.
 MOVIES = {
@@ -31,11 +29,8 @@ TITLE_WORDS = {tok: title.split()[0].strip(",").lower() for tok, (title, _, _) i
 
 
 @pytest.fixture(scope="module")
-def run_script():
-    spec = importlib.util.spec_from_file_location("movielens_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_script(load_script):
+    return load_script("experiments/movielens/run.py", "movielens_run")
 
 
 def write_fake_ml100k(folder: Path) -> Path:

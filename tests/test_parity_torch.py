@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch (extra 'bench') is not installed")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -51,15 +52,6 @@ def close(got, want, rtol: float, name: str = "") -> None:
     assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(np.abs(want).max(), 1e-12),
                                err_msg=name)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # tiny problems: several intra-op threads on a busy 2-core box only spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

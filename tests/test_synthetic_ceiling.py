@@ -1,27 +1,14 @@
-"""experiments/synthetic_ceiling.py: the planted-model ceiling and the feature read-out."""
+"""experiments/synthetic_ceiling.py: the planted-model ceiling and the modalities' probes."""
 
-import importlib.util
-from pathlib import Path
-
-import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-
-_spec = importlib.util.spec_from_file_location(
-    "synthetic_ceiling", REPO / "experiments" / "synthetic_ceiling.py")
-ceiling = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ceiling)
+import pytest
 
 
-def test_readout_r2_separates_signal_from_noise():
-    rng = np.random.default_rng(0)
-    factors = rng.standard_normal((2000, 4))
-    mixed = factors @ rng.standard_normal((4, 32))
-    assert ceiling.readout_r2(mixed, factors) > 0.999
-    assert ceiling.readout_r2(rng.standard_normal((2000, 32)), factors) < 0.05
+@pytest.fixture(scope="module")
+def ceiling(load_script):
+    return load_script("experiments/synthetic_ceiling.py", "synthetic_ceiling")
 
 
-def test_ceiling_runs_on_the_tiny_preset(capsys):
+def test_ceiling_runs_on_the_tiny_preset(ceiling, capsys):
     ceiling.main(["--preset", "tiny"])
     out = capsys.readouterr().out
     recall = float(out.split("recall@20 ")[1].split()[0].rstrip(","))

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch (extra 'bench') is not installed")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 if str(Path(__file__).parents[1]) not in sys.path:  # plain `pytest` does not add the repo root
     sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -43,15 +44,6 @@ MULTIMODAL_KEYS = {
 } | {f"{branch}.{name}" for branch in ("txt_branch", "img_branch")
      for name in ("proj.weight", "proj.bias", "layers.0.fc.weight", "layers.0.attn_l",
                   "layers.0.attn_r", "layers.0.bias")}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # these problems are tiny; several intra-op threads on a busy 2-core box only spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

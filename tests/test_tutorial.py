@@ -11,7 +11,6 @@ page (about a minute more).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from pathlib import Path
@@ -32,11 +31,8 @@ FIGURES = ("1_exact_plan.png", "2_entropic_plans.png", "3_underflow.png", "4_gra
 
 
 @pytest.fixture(scope="module")
-def tutorial():
-    spec = importlib.util.spec_from_file_location("recgoat_tutorial", TUTORIAL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tutorial(load_script):
+    return load_script("experiments/tutorial/tutorial.py", "recgoat_tutorial")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
-def _row_weights(n_rows: int, mask: jnp.ndarray | None, dtype) -> jnp.ndarray:
-    """Weights [I] that sum to 1 over the rows kept by `mask` (all rows when it is None)."""
+def row_weights(n_rows: int, mask: jnp.ndarray | None, dtype,
+                caller: str = "feature_cost") -> jnp.ndarray:
+    """Weights [n_rows] that sum to 1 over the rows kept by `mask` (all rows when it is None;
+    all 0 when it keeps none). `caller` names the function in the shape error."""
     if mask is None:
         return jnp.full((n_rows,), 1.0 / n_rows, dtype)
     if mask.shape != (n_rows,):
-        raise ValueError(f"feature_cost: mask must have shape ({n_rows},), got {mask.shape}")
+        raise ValueError(f"{caller}: mask must have shape ({n_rows},), got {mask.shape}")
     w = mask.astype(dtype)
     total = jnp.sum(w)
     return jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), 0.0)  # no row kept: 0
@@ -54,7 +56,7 @@ def feature_cost(z_m: jnp.ndarray, z_cf: jnp.ndarray, scale: float = 100.0,
     and clamp at 0 the tiny negatives that the remaining cancellation can leave.
     """
     _check_pair(z_m, z_cf)
-    w = _row_weights(z_m.shape[0], mask, z_m.dtype)
+    w = row_weights(z_m.shape[0], mask, z_m.dtype)
     mean_m = w @ z_m  # [d]
     mean_cf = w @ z_cf  # [d]
     centred_m = z_m - mean_m
@@ -74,6 +76,6 @@ def feature_cost_broadcast(z_m: jnp.ndarray, z_cf: jnp.ndarray, scale: float = 1
     Args/returns as `feature_cost`; memory O(I d^2).
     """
     _check_pair(z_m, z_cf)
-    w = _row_weights(z_m.shape[0], mask, z_m.dtype)
+    w = row_weights(z_m.shape[0], mask, z_m.dtype)
     diff = z_m[:, :, None] - z_cf[:, None, :]  # [I, d, d]
     return scale * jnp.einsum("i,ipq->pq", w, diff * diff)

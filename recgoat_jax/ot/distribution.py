@@ -24,20 +24,11 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 from ott.tools import sinkhorn_divergence
 
+from recgoat_jax.ot.cost import row_weights
 from recgoat_jax.ot.plan import implicit_diff
 
 KINDS = ("sinkhorn_divergence", "entropic")
 COSTS = {"sqeuclidean": costs.SqEuclidean, "euclidean": costs.Euclidean}
-
-
-def _weights(n_rows: int, mask: jnp.ndarray | None, dtype) -> jnp.ndarray:
-    """[B] probability weights, uniform over the rows that `mask` keeps."""
-    if mask is None:
-        return jnp.full((n_rows,), 1.0 / n_rows, dtype)
-    if mask.shape != (n_rows,):
-        raise ValueError(f"ot_loss: mask must have shape ({n_rows},), got {mask.shape}")
-    kept = mask.astype(dtype)
-    return kept / jnp.maximum(jnp.sum(kept), 1.0)
 
 
 def ot_loss(x: jnp.ndarray, y: jnp.ndarray, kind: str, epsilon: float,
@@ -68,7 +59,7 @@ def ot_loss(x: jnp.ndarray, y: jnp.ndarray, kind: str, epsilon: float,
         raise ValueError(f"loss.ot_epsilon must be > 0, got {epsilon!r}")
     if iterations < 1:
         raise ValueError(f"ot_loss: iterations must be >= 1, got {iterations}")
-    weights = _weights(x.shape[0], mask, x.dtype)
+    weights = row_weights(x.shape[0], mask, x.dtype, caller="ot_loss")
     solver_kwargs = {"max_iterations": iterations, "min_iterations": iterations,
                      "inner_iterations": 10 if iterations % 10 == 0 else 1,
                      "implicit_diff": implicit_diff(x.shape[0], balanced=True)}
