@@ -124,6 +124,7 @@ def jax_step(method: str, arrays: dict):
     import jax.numpy as jnp
     from recgoat_jax.config import OATConfig
     from recgoat_jax.ot.cost import feature_cost
+    from recgoat_jax.models.registry import plan_options
     from recgoat_jax.ot.plan import transport_plan
 
     if method == "jax-reference":
@@ -134,7 +135,7 @@ def jax_step(method: str, arrays: dict):
                         min_iterations=ITERATIONS, cost_scale=COST_SCALE, plan_grad="stop")
 
     def align(z_m, z_cf, delta):
-        plan = transport_plan(feature_cost(z_m, z_cf, cfg.cost_scale), cfg)
+        plan = transport_plan(feature_cost(z_m, z_cf, cfg.cost_scale), plan_options(cfg))
         return z_m @ (plan + delta)
 
     def loss(z_m, z_cf, delta, upstream):

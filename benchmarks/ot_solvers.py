@@ -50,8 +50,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 from ott.tools import sinkhorn_divergence
 
-from recgoat_jax.config import OATConfig
-from recgoat_jax.ot import feature_cost, ott_output, transport_plan
+from recgoat_jax.ot import PlanOptions, feature_cost, ott_output, transport_plan
 from recgoat_jax.ot.plan import implicit_diff
 
 COST_SCALE = 100.0
@@ -118,11 +117,11 @@ def gaussian_mixture_problem(n: int, seed: int) -> Problem:
 class Variant:
     name: str
     grad: str  # how the gradient is taken
-    config: Callable | None  # (problem, n) -> OATConfig, or None for the divergence
+    config: Callable | None  # (problem, n) -> PlanOptions, or None for the divergence
 
 
 def _oat(**options):
-    return lambda problem, n: OATConfig(epsilon=problem.epsilon, **options)
+    return lambda problem, n: PlanOptions(epsilon=problem.epsilon, **options)
 
 
 VARIANTS = [
@@ -137,13 +136,13 @@ VARIANTS = [
     Variant("anderson m=5", "implicit", _oat(solver="ott", iterations=2000, anderson=5,
                                              plan_grad="implicit")),
     Variant("epsilon schedule (20x, 0.9)", "implicit",
-            lambda p, n: OATConfig(solver="ott", epsilon=p.epsilon, epsilon_init=20 * p.epsilon,
-                                   epsilon_decay=0.9, iterations=2000, plan_grad="implicit")),
+            lambda p, n: PlanOptions(solver="ott", epsilon=p.epsilon, epsilon_init=20 * p.epsilon,
+                                     epsilon_decay=0.9, iterations=2000, plan_grad="implicit")),
     Variant("unbalanced tau 0.95", "implicit", _oat(solver="ott", iterations=2000, tau_a=0.95,
                                                     tau_b=0.95, plan_grad="implicit")),
     Variant("low rank", "stop (via C only)",
-            lambda p, n: OATConfig(solver="lowrank", epsilon=p.epsilon, rank=max(4, n // 8),
-                                   iterations=2000)),
+            lambda p, n: PlanOptions(solver="lowrank", epsilon=p.epsilon, rank=max(4, n // 8),
+                                     iterations=2000)),
     Variant("sinkhorn divergence", "implicit", None),
 ]
 

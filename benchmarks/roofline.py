@@ -273,6 +273,7 @@ def component_times(model: str, cfg, trainer, s: dict) -> dict[str, float]:
     from recgoat_jax.graph.bipartite import lightgcn_propagate
     from recgoat_jax.graph.gat import ModalityBranch
     from recgoat_jax.ot.cost import feature_cost
+    from recgoat_jax.models.registry import plan_options
     from recgoat_jax.ot.plan import transport_plan
 
     key = jax.random.PRNGKey(0)
@@ -321,7 +322,8 @@ def component_times(model: str, cfg, trainer, s: dict) -> dict[str, float]:
             oat_cfg = m_cfg.oat
 
             def oat(z, z_cf, delta, r):
-                plan = transport_plan(feature_cost(z, z_cf, oat_cfg.cost_scale), oat_cfg)
+                plan = transport_plan(feature_cost(z, z_cf, oat_cfg.cost_scale),
+                                      plan_options(oat_cfg))
                 return jnp.sum((z @ (plan + delta)) * r)
 
             out[f"oat[{m}]"] = timed(jax.grad(oat, argnums=(0, 1, 2)), z, z_cf, delta, r_item)

@@ -171,7 +171,7 @@ def markdown(payload: dict, args, load: dict) -> str:
              "weight 0.05, through a plan whose rows sum to 1/d): Adam divides every update by "
              "the gradient's running RMS, so rounding differences in such gradients grow into "
              "visible weight differences over many steps while the losses still agree to a "
-             "few 1e-6. Short runs agree to 1e-5 in every parameter (tests/test_parallel.py).\n\n"
+             "few 1e-6. Short runs agree to 1e-5 in every parameter (tests/train/test_parallel.py).\n\n"
              "What is parallel: each device computes the loss terms of its rows of the batch "
              "(BPR, regularisation, and in RecGOAT the InfoNCE rows against the gathered "
              "batch); the full-graph parts (LightGCN propagation over all users and items, "

@@ -1,124 +1,214 @@
 """Run configuration as data: frozen dataclasses, read from TOML, overridable with ``--set``.
 
 Sections: ``[data]``, ``[model]`` (with ``[model.oat]`` for RecGOAT's fusion), ``[loss]``,
-``[train]``, ``[eval]``, ``[distributed]``. Every field has the reference's value or a
-documented default; an unknown key is an error that names it.
+``[train]``, ``[eval]``, ``[distributed]``. Every field is declared once, with its default,
+one line of help and the values it may take (`setting`); `load` checks keys, types, choices
+and ranges from that one table (and the few rules that tie two fields together, `_check_rules`)
+before any data is read, so a typo stops the run with one line naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
-from typing import Any
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 
 class ConfigError(ValueError):
     """A bad configuration file or override; the message names the key."""
 
 
+class Rule(NamedTuple):
+    """A range a numeric value must lie in: `ok(value)`, described as `text` (e.g. "> 0")."""
+
+    ok: Callable[[Any], bool]
+    text: str
+
+
+def gt(low) -> Rule:
+    return Rule(lambda v: v > low, f"> {low}")
+
+
+def ge(low) -> Rule:
+    return Rule(lambda v: v >= low, f">= {low}")
+
+
+def between(low, high, closed: str = "[]") -> Rule:
+    """low..high; `closed` says which ends are included: "[]", "(]", "[)" or "()"."""
+    def ok(v):
+        return ((v >= low) if closed[0] == "[" else (v > low)) and \
+            ((v <= high) if closed[1] == "]" else (v < high))
+    return Rule(ok, f"in {closed[0]}{low}, {high}{closed[1]}")
+
+
+def setting(default, help: str, *, choices: tuple | Callable[[], tuple] = (), rule: Rule | None = None,
+            each: Rule | None = None):
+    """A config field: its default, one line of help, and the allowed values (a tuple of
+    `choices`, a `rule` for a number, `each` for every element of a list)."""
+    meta = {"help": help, "choices": choices if callable(choices) else tuple(choices),
+            "rule": rule, "each": each}
+    if isinstance(default, tuple):
+        return dataclasses.field(default_factory=lambda: default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+PRESETS = ("tiny", "small", "baby", "sports", "electronics", "tiktok")
+DATA_FORMATS = ("", "mmrec", "lightgcn", "recbole")
+MODELS = ("popularity", "mf", "lightgcn", "recgoat")
+METRICS = ("recall", "ndcg", "precision", "hit")
+
+
+def _synthetic_presets() -> tuple[str, ...]:
+    from recgoat_jax.data.synthetic import PRESETS
+    return tuple(PRESETS)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    preset: str = "small"  # synthetic preset (tiny, small, baby, sports, electronics, tiktok)
-    format: str = ""  # "" (use the preset) | "mmrec" | "lightgcn" | "recbole"
-    path: str = ""  # folder holding the files of `format`
-    name: str = ""  # dataset name inside `path` (<name>.inter); default: the folder's name
-    seed: int = 2025  # synthetic generation and RecBole split
-    feature_signal: float = -1.0  # synthetic: informativeness of every modality, 0 (noise)..1; <0 = preset's
-    text_signal: float = -1.0  # synthetic: informativeness of the text modality alone; <0 = as above
+    preset: str = setting("small", "synthetic preset, used when data.format is empty",
+                          choices=_synthetic_presets)
+    format: str = setting("", "files to read: \"\" (the synthetic preset), mmrec, lightgcn, "
+                              "recbole", choices=DATA_FORMATS)
+    path: str = setting("", "folder holding the files of data.format (stored absolute)")
+    name: str = setting("", "dataset name inside data.path (<name>.inter); default: the "
+                            "folder's name")
+    seed: int = setting(2025, "seed of the synthetic generation and of the RecBole split")
+    feature_signal: float = setting(-1.0, "synthetic: informativeness of every modality, "
+                                          "0 (noise)..1; < 0 = the preset's",
+                                    rule=Rule(lambda v: v < 0 or v <= 1, "<= 1 (< 0 = preset's)"))
+    text_signal: float = setting(-1.0, "synthetic: informativeness of the text modality alone; "
+                                       "< 0 = as feature_signal",
+                                 rule=Rule(lambda v: v < 0 or v <= 1, "<= 1 (< 0 = as above)"))
 
 
 @dataclasses.dataclass(frozen=True)
 class OATConfig:
     """RecGOAT's OAT fusion: feature-dimension transport plan between modality and ID embeddings."""
 
-    solver: str = "reference"  # "reference" (kernel Sinkhorn) | "ott" (log domain) | "lowrank"
-    cost_scale: float = 100.0
-    epsilon: float = 0.01
-    iterations: int = 100  # reference: exact count; ott: max_iterations
-    threshold: float = 1e-3  # ott only
-    min_iterations: int = 0  # ott only; == iterations gives a fixed-length scan
-    momentum: float = 1.0  # ott only (1.0 = plain Sinkhorn)
-    anderson: int = 0  # ott only: Anderson acceleration memory (0 = off)
-    epsilon_init: float = 0.0  # ott only: > epsilon starts an epsilon schedule decaying to epsilon
-    epsilon_decay: float = 0.9
-    tau_a: float = 1.0  # ott only: < 1 relaxes the marginals (unbalanced OT)
-    tau_b: float = 1.0
-    rank: int = 4  # lowrank solver only
-    plan_grad: str = "stop"  # "stop" (reference) | "implicit" | "unroll"
-    plan_scale: str = "one"  # "one" (reference: rows sum to 1/d) | "dim" (barycentric map)
-    use_delta: bool = True  # learnable residual map Delta_m
-    fusion_weights: str = "unconstrained"  # "unconstrained" (reference) | "softmax"
-    alpha_image: float = 0.05  # initial fusion weight of the image modality (reference alpha)
-    beta_text: float = 0.8  # initial fusion weight of the text modality (reference beta)
-    other_weight: float = 0.05  # initial fusion weight of any other modality (audio, ...)
+    solver: str = setting("reference", "transport solver: reference (kernel Sinkhorn), ott "
+                                       "(log domain), lowrank",
+                          choices=("reference", "ott", "lowrank"))
+    cost_scale: float = setting(100.0, "multiplier of the closed-form d x d cost", rule=gt(0))
+    epsilon: float = setting(0.01, "entropic regularisation of the plan", rule=gt(0))
+    iterations: int = setting(100, "Sinkhorn iterations (reference: exact; ott: maximum)",
+                              rule=ge(1))
+    threshold: float = setting(1e-3, "ott: marginal error at which Sinkhorn stops", rule=gt(0))
+    min_iterations: int = setting(0, "ott: iterations before the threshold is checked "
+                                     "(== iterations: a fixed-length scan)", rule=ge(0))
+    momentum: float = setting(1.0, "ott: Sinkhorn momentum (1.0 = plain Sinkhorn)",
+                              rule=between(0, 2, "()"))
+    anderson: int = setting(0, "ott: Anderson acceleration memory (0 = off)", rule=ge(0))
+    epsilon_init: float = setting(0.0, "ott: > epsilon starts an epsilon schedule decaying to "
+                                       "epsilon", rule=ge(0))
+    epsilon_decay: float = setting(0.9, "ott: factor of the epsilon schedule",
+                                   rule=between(0, 1, "(]"))
+    tau_a: float = setting(1.0, "ott: < 1 relaxes the row marginal (unbalanced OT)",
+                           rule=between(0, 1, "(]"))
+    tau_b: float = setting(1.0, "ott: < 1 relaxes the column marginal", rule=between(0, 1, "(]"))
+    rank: int = setting(4, "lowrank solver: rank of the plan", rule=ge(1))
+    plan_grad: str = setting("stop", "gradient through the plan: stop (reference), implicit, "
+                                     "unroll", choices=("stop", "implicit", "unroll"))
+    plan_scale: str = setting("one", "plan scale: one (reference: rows sum to 1/d), dim "
+                                     "(barycentric map)", choices=("one", "dim"))
+    use_delta: bool = setting(True, "learnable residual map Delta_m beside the plan")
+    fusion_weights: str = setting("unconstrained", "fusion weights: unconstrained (reference) "
+                                                   "or softmax",
+                                  choices=("unconstrained", "softmax"))
+    alpha_image: float = setting(0.05, "initial fusion weight of the image modality")
+    beta_text: float = setting(0.8, "initial fusion weight of the text modality")
+    other_weight: float = setting(0.05, "initial fusion weight of any other modality")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    name: str = "lightgcn"  # "popularity" | "mf" | "lightgcn" | "recgoat"
-    dim: int = 64
-    n_layers: int = 3  # LightGCN propagation layers
-    init_std: float = 0.1  # N(0, init_std^2) for ID embeddings, as the reference
-    # RecGOAT modality branches
-    gat_layers: int = 1
-    gat_heads: int = 8  # the reference ignores --attn_heads and always uses 8
-    knn_k: int = 20  # item kNN graph (20 Baby / Electronics, 30 Sports)
-    feat_dropout: float = 0.1
-    attn_dropout: float = 0.1
-    dropout: float = 0.1  # after each GAT layer and after the fusion LayerNorm
-    modalities: tuple[str, ...] = ()  # empty: every item feature the dataset has
-    user_side: bool = False  # the paper's user-user graph branch (needs user features)
-    user_knn_k: int = 20
-    user_gate_init: float = 0.1  # initial share (0..1, open) of the user branch in z_user
+    name: str = setting("lightgcn", "model: popularity, mf, lightgcn, recgoat", choices=MODELS)
+    dim: int = setting(64, "embedding size d", rule=ge(1))
+    n_layers: int = setting(3, "LightGCN propagation layers", rule=ge(0))
+    init_std: float = setting(0.1, "std of the N(0, std^2) ID-embedding initialisation",
+                              rule=gt(0))
+    gat_layers: int = setting(1, "GAT layers per modality branch", rule=ge(1))
+    gat_heads: int = setting(8, "GAT attention heads (must divide model.dim)", rule=ge(1))
+    knn_k: int = setting(20, "neighbours per item in the modality kNN graphs (< items)",
+                         rule=ge(1))
+    feat_dropout: float = setting(0.1, "dropout on the modality features",
+                                  rule=between(0, 1, "[)"))
+    attn_dropout: float = setting(0.1, "dropout on the GAT attention", rule=between(0, 1, "[)"))
+    dropout: float = setting(0.1, "dropout after each GAT layer and the fusion LayerNorm",
+                             rule=between(0, 1, "[)"))
+    modalities: tuple[str, ...] = setting((), "item modalities to use; empty: every item "
+                                              "feature file the dataset has")
+    user_side: bool = setting(False, "the paper's user-user graph branch (needs user features)")
+    user_knn_k: int = setting(20, "neighbours per user in the user kNN graph (< users)",
+                              rule=ge(1))
+    user_gate_init: float = setting(0.1, "initial share of the user branch in z_user",
+                                    rule=between(0, 1, "()"))
     oat: OATConfig = dataclasses.field(default_factory=OATConfig)
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    decay: float = 1e-4  # weight of the L2 of the batch's layer-0 embeddings
-    contrastive: str = "reference"  # "reference" | "cmcl" (paper) | "none"
-    cl_weight: float = 0.032  # lambda_cl (0.032 Baby, 0.005 Sports, 0.05 Electronics)
-    modality_weight: float = 0.5  # w: share of the modality terms inside CL
-    temperature: float = 0.2
-    infonce_block: int = 0  # > 0: InfoNCE in row blocks of this size (never B x B at once)
-    ot_loss: str = "none"  # "none" | "sinkhorn_divergence" | "entropic": modality vs ID, batch items
-    ot_weight: float = 0.0
-    ot_epsilon: float = 0.05  # absolute: the OT loss compares L2-normalised embeddings
-    ot_rows: int = 512  # batch rows the OT loss uses (0 = all); its cost grows as rows^2
+    decay: float = setting(1e-4, "weight of the L2 of the batch's layer-0 embeddings", rule=ge(0))
+    contrastive: str = setting("reference", "contrastive loss: reference, cmcl (paper), none",
+                               choices=("reference", "cmcl", "none"))
+    cl_weight: float = setting(0.032, "weight lambda_cl of the contrastive loss", rule=ge(0))
+    modality_weight: float = setting(0.5, "share w of the modality terms inside the "
+                                          "contrastive loss", rule=between(0, 1))
+    temperature: float = setting(0.2, "InfoNCE temperature", rule=gt(0))
+    infonce_block: int = setting(0, "> 0: InfoNCE in row blocks of this size (same values)",
+                                 rule=ge(0))
+    ot_loss: str = setting("none", "distribution-level OT loss: none, sinkhorn_divergence, "
+                                   "entropic",
+                           choices=("none", "sinkhorn_divergence", "entropic"))
+    ot_weight: float = setting(0.0, "weight of the OT loss", rule=ge(0))
+    ot_epsilon: float = setting(0.05, "entropic regularisation of the OT loss", rule=gt(0))
+    ot_rows: int = setting(512, "batch rows the OT loss uses (0 = all)", rule=ge(0))
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 4096  # global batch (all devices together)
-    lr: float = 8e-4
-    seed: int = 2025
-    precision: str = "f32"  # "f32" | "bf16" (bf16 compute in the dense matmuls)
-    n_devices: int = 0  # data-parallel devices; 0 = all local devices
-    checkpoint_every: int = 0  # epochs between checkpoints; 0 = none
-    max_to_keep: int = 3
+    epochs: int = setting(100, "maximum epochs (early stopping may end the run sooner)",
+                          rule=ge(1))
+    batch_size: int = setting(4096, "global batch size (all devices together); clamped to "
+                                    "the training pairs", rule=ge(1))
+    lr: float = setting(8e-4, "Adam learning rate", rule=gt(0))
+    seed: int = setting(2025, "seed of initialisation, shuffles, negatives and dropout")
+    precision: str = setting("f32", "dense-matmul precision: f32 or bf16", choices=("f32", "bf16"))
+    n_devices: int = setting(0, "data-parallel devices; 0 = all local devices", rule=ge(0))
+    checkpoint_every: int = setting(0, "epochs between checkpoints; 0 = none", rule=ge(0))
+    max_to_keep: int = setting(3, "newest checkpoints kept (the best one besides)", rule=ge(1))
+    tensorboard: bool = setting(False, "also write TensorBoard event files to <out>/tensorboard "
+                                       "(needs the tensorboard extra)")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    protocol: str = "mmrec"  # "mmrec" (select on valid) | "reference" (best test, every 20)
-    every: int = 0  # epochs between evaluations; 0 = the protocol's (1 mmrec, 20 reference)
-    patience: int = 20  # evaluations without a better valid metric before stopping (mmrec)
-    metric: str = ""  # selection metric; "" = the protocol's (recall@20 mmrec, ndcg@20 reference)
-    ks: tuple[int, ...] = (5, 10, 20, 50)
-    user_batch: int = 1024  # users ranked per step
+    protocol: str = setting("mmrec", "mmrec (select on valid, early stopping) or reference "
+                                     "(best test every 20 epochs)",
+                            choices=("mmrec", "reference"))
+    every: int = setting(0, "epochs between evaluations; 0 = the protocol's (1 mmrec, 20 "
+                            "reference); the last epoch is always evaluated", rule=ge(0))
+    patience: int = setting(20, "evaluations without a better valid metric before stopping",
+                            rule=ge(0))
+    metric: str = setting("", "selection metric, e.g. recall@20; \"\" = the protocol's "
+                              "(recall@20 mmrec, ndcg@20 reference)")
+    ks: tuple[int, ...] = setting((5, 10, 20, 50), "cut-offs K of the reported metrics",
+                                  each=ge(1))
+    user_batch: int = setting(1024, "users ranked per evaluation step", rule=ge(1))
 
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
     """Multi-host set-up for jax.distributed.initialize; empty values come from the environment."""
 
-    enabled: bool = False
-    coordinator_address: str = ""
-    num_processes: int = 0
-    process_id: int = -1
+    enabled: bool = setting(False, "call jax.distributed.initialize (multi-host)")
+    coordinator_address: str = setting("", "host:port of process 0; \"\" = from the environment")
+    num_processes: int = setting(0, "processes; 0 = from the environment", rule=ge(0))
+    process_id: int = setting(-1, "this process's index; -1 = from the environment", rule=ge(-1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +221,26 @@ class RunConfig:
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading and checking
+
+
+def fields_table(cls=RunConfig, prefix: str = "") -> list[tuple[str, Any, dict]]:
+    """(dotted key, default, metadata) of every leaf field, in declaration order."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows += fields_table(hint, f"{key}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((key, default, dict(f.metadata)))
+    return rows
+
+
 def _coerce(cls, path: str, raw: dict) -> Any:
-    """Build dataclass `cls` from a nested dict, checking keys and types."""
+    """Build dataclass `cls` from a nested dict, checking keys, types, choices and ranges."""
     if not isinstance(raw, dict):
         raise ConfigError(f"[{path}] must be a table, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -149,13 +257,16 @@ def _coerce(cls, path: str, raw: dict) -> Any:
         value, hint = raw[f.name], hints[f.name]
         if dataclasses.is_dataclass(hint):
             kwargs[f.name] = _coerce(hint, key, value)
-        elif typing.get_origin(hint) is tuple:
+            continue
+        if typing.get_origin(hint) is tuple:
             (elem,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"'{key}' must be a list of {elem.__name__}, got {value!r}")
-            kwargs[f.name] = tuple(_scalar(elem, key, v) for v in value)
+            value = tuple(_scalar(elem, key, v) for v in value)
         else:
-            kwargs[f.name] = _scalar(hint, key, value)
+            value = _scalar(hint, key, value)
+        _check_allowed(key, value, f.metadata)
+        kwargs[f.name] = value
     return cls(**kwargs)
 
 
@@ -166,6 +277,69 @@ def _scalar(hint, key: str, value):
             or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"'{key}' must be {hint.__name__}, got {value!r}")
     return value
+
+
+def _check_allowed(key: str, value, meta) -> None:
+    choices = meta.get("choices") or ()
+    if callable(choices):
+        choices = choices()
+    if choices and value not in choices:
+        close = [c for c in choices if _similar(str(value), str(c))]
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"'{key}' = {value!r}: expected one of "
+                          f"{', '.join(repr(c) for c in choices)}{hint}")
+    rule = meta.get("rule")
+    if rule is not None and not rule.ok(value):
+        raise ConfigError(f"'{key}' = {value!r}: expected {rule.text}")
+    each = meta.get("each")
+    if each is not None:
+        if not value:
+            raise ConfigError(f"'{key}' is empty: expected at least one value")
+        for v in value:
+            if not each.ok(v):
+                raise ConfigError(f"'{key}' holds {v!r}: every value must be {each.text}")
+
+
+def _similar(a: str, b: str) -> bool:
+    """A typo of b: same letters give or take one, or one transposition."""
+    import difflib
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= 0.75
+
+
+METRIC_PATTERN = re.compile(rf"({'|'.join(METRICS)})@(\d+)")
+_PROTOCOL_METRIC = {"mmrec": "recall@20", "reference": "ndcg@20"}
+
+
+def selection_metric(cfg: RunConfig) -> str:
+    """The metric model selection reads: eval.metric, or the protocol's default."""
+    return cfg.eval.metric or _PROTOCOL_METRIC[cfg.eval.protocol]
+
+
+def _check_rules(cfg: RunConfig) -> None:
+    """The rules that tie several fields together (each field alone was checked already)."""
+    metric = selection_metric(cfg)
+    m = METRIC_PATTERN.fullmatch(metric)
+    if not m:
+        raise ConfigError(f"'eval.metric' = {cfg.eval.metric!r}: expected NAME@K with NAME one "
+                          f"of {', '.join(METRICS)} (e.g. recall@20)")
+    if int(m[2]) not in cfg.eval.ks:
+        which = ("'eval.metric'" if cfg.eval.metric else
+                 f"the selection metric of eval.protocol '{cfg.eval.protocol}'")
+        raise ConfigError(f"{which} is {metric}, but eval.ks = {list(cfg.eval.ks)} does not "
+                          f"hold {m[2]}: add {m[2]} to eval.ks or choose another eval.metric")
+    if cfg.data.format and not cfg.data.path:
+        raise ConfigError(f"'data.path' is empty: data.format = '{cfg.data.format}' reads a "
+                          "folder")
+    if cfg.model.name == "recgoat" and cfg.model.dim % cfg.model.gat_heads:
+        raise ConfigError(f"'model.gat_heads' = {cfg.model.gat_heads} must divide model.dim "
+                          f"= {cfg.model.dim}")
+    if cfg.model.name == "recgoat":
+        from recgoat_jax.ot.plan import PlanOptions  # its construction checks the solver's rules
+        oat = dataclasses.asdict(cfg.model.oat)
+        try:
+            PlanOptions(**{f.name: oat[f.name] for f in dataclasses.fields(PlanOptions)})
+        except ValueError as e:
+            raise ConfigError(f"model.oat.{e}") from None
 
 
 def _parse_value(text: str):
@@ -185,37 +359,62 @@ def _set_path(tree: dict, dotted: str, value) -> None:
     node[leaf] = value
 
 
+def packaged_presets() -> list[str]:
+    """Names of the configs shipped inside the package (recgoat_jax/configs/*.toml)."""
+    folder = resources.files("recgoat_jax") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def config_path(name: str | os.PathLike) -> Path:
+    """`--config` to a file: a TOML path, or the name of a packaged preset (`recgoat`)."""
+    path = Path(name)
+    if path.is_dir():
+        raise ConfigError(f"--config {name}: is a folder; expected a TOML file or one of the "
+                          f"packaged presets {packaged_presets()}")
+    if path.is_file():
+        return path
+    packaged = resources.files("recgoat_jax") / "configs" / f"{path.name.removesuffix('.toml')}.toml"
+    if path.parent == Path(".") and packaged.is_file():
+        return Path(str(packaged))
+    raise ConfigError(f"config file not found: {name} (a TOML file, or one of the packaged "
+                      f"presets {packaged_presets()})")
+
+
 def load(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Read a TOML file (or start from defaults) and apply ``key.path=value`` overrides."""
+    """Read a TOML file or packaged preset (or start from defaults), apply ``key.path=value``
+    overrides, and check every value; ConfigError names the file and the key."""
     raw: dict = {}
     if path:
+        file = config_path(path)
         try:
-            with open(path, "rb") as f:
+            with open(file, "rb") as f:
                 raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot be read: {e}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         key, text = item.split("=", 1)
         _set_path(raw, key.strip(), _parse_value(text.strip()))
     try:
-        return _coerce(RunConfig, "", raw)
+        return from_dict(raw)
     except ConfigError as e:
-        raise ConfigError(f"{path or 'defaults'}: {e}") from None
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
 
 def from_dict(raw: dict) -> RunConfig:
-    return _coerce(RunConfig, "", raw)
+    cfg = _coerce(RunConfig, "", raw)
+    _check_rules(cfg)
+    return cfg
 
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _toml_value(v) -> str:
+def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -223,19 +422,27 @@ def _toml_value(v) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {v!r} to TOML")
 
 
-def dumps(cfg) -> str:
-    """The resolved config as TOML that `load` reads back to an equal RunConfig."""
+def dumps(cfg, comment_defaults: bool = False) -> str:
+    """The resolved config as TOML that `load` reads back to an equal RunConfig; with
+    `comment_defaults`, each line ends with its default and help as a comment."""
+    meta = {key: (default, m) for key, default, m in fields_table()}
     lines: list[str] = []
 
     def section(prefix: str, d: dict) -> None:
-        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
         if prefix:
             lines.append(f"\n[{prefix}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        for k, v in d.items():
+            if isinstance(v, dict):
+                continue
+            line = f"{k} = {toml_value(v)}"
+            if comment_defaults:
+                default, m = meta[f"{prefix}.{k}" if prefix else k]
+                line = f"{line:<40} # {m['help']} (default {toml_value(default)})"
+            lines.append(line)
         for k, v in d.items():
             if isinstance(v, dict):
                 section(f"{prefix}.{k}" if prefix else k, v)

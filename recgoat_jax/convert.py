@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 
+from recgoat_jax.tree_utils import flatten, unflatten  # noqa: F401  (.npz files: "a/b" keys)
+
 TORCH_BRANCH = {"text": "txt_branch", "image": "img_branch"}
 TORCH_FUSE = {"image": "img", "text": "txt"}
 FUSE_WEIGHT = {"image": "alpha", "text": "beta"}
@@ -32,6 +34,14 @@ def _branch_prefix(m: str) -> str:
 def _modality_of_prefix(prefix: str) -> str:
     inverse = {v: k for k, v in TORCH_BRANCH.items()}
     return inverse.get(prefix, prefix.removesuffix("_branch"))
+
+
+def _refuse_unmapped(unmapped_params: dict) -> None:
+    if unmapped_params:
+        unmapped = sorted(flatten(unmapped_params))
+        raise ValueError(f"jax_to_torch: no PyTorch counterpart for the parameters {unmapped} "
+                         "(the PyTorch port of the reference has no user side): convert a "
+                         "model trained with model.user_side = false")
 
 
 def torch_to_jax(state_dict: dict) -> dict:
@@ -70,12 +80,25 @@ def torch_to_jax(state_dict: dict) -> dict:
     return params
 
 
+# The parameter groups the PyTorch port (`benchmarks/torch_reference`) has a counterpart for.
+_TORCH_GROUPS = ("cf", "fuse")
+
+
 def jax_to_torch(params: dict) -> dict[str, np.ndarray]:
-    """The recgoat_jax params pytree -> a torch-named state_dict of numpy arrays."""
+    """The recgoat_jax params pytree -> a torch-named state_dict of numpy arrays.
+
+    Raises ValueError naming the parameters the PyTorch port has no counterpart for (the user
+    side of RecGOAT, `model.user_side = true`: ``user_branch_<m>/...`` and ``user_gate``),
+    rather than dropping them.
+    """
     p = params
     if "cf" not in p:  # lightgcn / mf
+        _refuse_unmapped({k: v for k, v in p.items()
+                          if k not in ("embedding_user", "embedding_item")})
         return {"embedding_user.weight": np.asarray(p["embedding_user"]),
                 "embedding_item.weight": np.asarray(p["embedding_item"])}
+    _refuse_unmapped({k: v for k, v in p.items()
+                      if k not in _TORCH_GROUPS and not k.startswith("branch_")})
     sd = {f"cf.{k}.weight": np.asarray(v) for k, v in p["cf"].items()}
     for name, branch in p.items():
         if not name.startswith("branch_"):
@@ -102,63 +125,3 @@ def jax_to_torch(params: dict) -> dict[str, np.ndarray]:
     sd["fuse.ln.weight"] = np.asarray(fuse["ln"]["scale"])
     sd["fuse.ln.bias"] = np.asarray(fuse["ln"]["bias"])
     return sd
-
-
-def flatten(params: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    """{"a": {"b": x}} -> {"a/b": x} (for .npz files)."""
-    out = {}
-    for k, v in params.items():
-        key = f"{prefix}/{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(flatten(v, key))
-        else:
-            out[key] = np.asarray(v)
-    return out
-
-
-def unflatten(flat: dict[str, np.ndarray]) -> dict:
-    out: dict = {}
-    for key, v in flat.items():
-        *parents, leaf = key.split("/")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = np.asarray(v)
-    return out
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("convert", help="torch state_dict (.pt) <-> recgoat_jax params (.npz)")
-    p.add_argument("--to", choices=["jax", "torch"], required=True,
-                   help="jax: read a .pt state_dict, write .npz params; torch: the reverse")
-    p.add_argument("input")
-    p.add_argument("output")
-    p.set_defaults(func=_cmd_convert)
-
-
-def _cmd_convert(args) -> int:
-    from recgoat_jax.io_utils import atomic_write_bytes
-    import io
-
-    try:
-        import torch
-    except ImportError:
-        raise SystemExit("recgoat-jax convert needs torch: pip install -e '.[bench]'") from None
-    if args.to == "jax":
-        sd = torch.load(args.input, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-            sd = sd["state_dict"]
-        buf = io.BytesIO()
-        np.savez(buf, **flatten(torch_to_jax(sd)))
-        atomic_write_bytes(args.output, buf.getvalue())
-    else:
-        with np.load(args.input) as f:
-            params = unflatten({k: f[k] for k in f.files})
-        buf = io.BytesIO()
-        # np.array(order="C"), not np.ascontiguousarray: the latter turns the 0-d fuse.alpha /
-        # fuse.beta into shape [1], which load_state_dict(strict=True) rejects
-        torch.save({k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in
-                    jax_to_torch(params).items()}, buf)
-        atomic_write_bytes(args.output, buf.getvalue())
-    print(f"wrote {args.output}")
-    return 0

@@ -29,6 +29,22 @@ def l2_reg(mask: jax.Array, *rows: jax.Array) -> jax.Array:
     return masked_mean(sq, mask)
 
 
+def bpr_with_l2(z_user: jax.Array, z_item: jax.Array, ids: dict, users: jax.Array,
+                pos: jax.Array, neg: jax.Array, mask: jax.Array,
+                decay: float) -> tuple[jax.Array, dict]:
+    """BPR on the final embeddings + decay * L2 of the batch's layer-0 (ID) embeddings.
+
+    z_user [U, d], z_item [I, d]: the embeddings scored; ids: {"embedding_user" [U, d],
+    "embedding_item" [I, d]} the layer-0 tables; users, pos, neg, mask: [B] the batch.
+    Returns (bpr + decay * reg, {"bpr": bpr, "reg": reg}).
+    """
+    zu = z_user[users]
+    loss = bpr(jnp.sum(zu * z_item[pos], -1), jnp.sum(zu * z_item[neg], -1), mask)
+    reg = l2_reg(mask, ids["embedding_user"][users], ids["embedding_item"][pos],
+                 ids["embedding_item"][neg])
+    return loss + decay * reg, {"bpr": loss, "reg": reg}
+
+
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """Rows divided by max(||row||, eps), as torch.nn.functional.normalize."""
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)

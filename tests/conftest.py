@@ -1,4 +1,11 @@
-"""Test-wide set-up: 8 forced CPU devices (multi-device tests), and the golden file's location."""
+"""Test-wide set-up and what several test folders share.
+
+Set-up: 8 forced CPU devices (multi-device tests) and a persistent compilation cache.
+Shared: the repository paths (`REPO`, `CONFIGS`), the golden file of the public PyTorch code
+(`golden`; absent it skips locally and FAILS in CI, which always has ../shared), the synthetic
+`tiny` preset, `close` (relative comparison), `run_cli` / `run_features_cli` (the command line
+in-process), and data folders written from a `Dataset` (`tiny_mmrec`).
+"""
 
 import os
 from pathlib import Path
@@ -15,6 +22,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "recgoat_jax" / "configs"  # the packaged presets (experiments/configs links here)
 
 
 def golden_path() -> Path:
@@ -25,11 +33,44 @@ def golden_path() -> Path:
 
 @pytest.fixture(scope="session")
 def golden():
+    """The golden file's arrays. Missing: a failure in CI (CI=true always has ../shared, so a
+    skip there would hide every reproduction test), a skip elsewhere."""
     path = golden_path()
     if not path.exists():
-        pytest.skip(f"golden file {path} is absent (set RECGOAT_GOLDEN to its path)")
+        message = f"golden file {path} is absent (set RECGOAT_GOLDEN to its path)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The synthetic `tiny` preset (60 users, 45 items; a frozen Dataset, safe to share)."""
+    from recgoat_jax.data.synthetic import generate
+    return generate("tiny")
+
+
+def close(got, want, rtol: float = 1e-4, name: str = "") -> None:
+    """`got` equals `want` to `rtol` relative to the largest |want| (shapes equal)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(np.abs(want).max(), 1e-12),
+                               err_msg=name)
+
+
+def run_features_cli(argv: list[str], ds) -> int:
+    """The `encode` / `profiles` commands on dataset `ds` (no data options), in-process."""
+    import argparse
+
+    from recgoat_jax.cli.features import add_cli
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command", required=True),
+            add_data_args=lambda p: None, load_data=lambda args: ds)
+    args = parser.parse_args(argv)
+    return args.func(args)
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +97,42 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(*argv) -> (exit code, stdout, stderr)`` of `recgoat-jax` run in-process."""
+    from recgoat_jax.cli import main
+
+    def run(*argv):
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def write_mmrec_dataset(folder: Path, ds, *, features: bool = True, valid: bool = True) -> Path:
+    """`ds` (a `Dataset`) as MMRec files in `folder`: <name>.inter (+ *_feat.npy)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["userID\titemID\trating\ttimestamp\tx_label"]
+    for label, pairs in enumerate((ds.train, ds.valid if valid else ds.valid[:0], ds.test)):
+        lines += [f"{u}\t{i}\t5.0\t{t}\t{label}" for t, (u, i) in enumerate(pairs.tolist())]
+    (folder / f"{folder.name}.inter").write_text("\n".join(lines) + "\n")
+    if features:
+        for m, x in ds.item_features.items():
+            np.save(folder / f"{m}_feat.npy", x)
+    return folder
+
+
+@pytest.fixture
+def tiny_mmrec(tmp_path):
+    """``tiny_mmrec(name="tiny", **kw)``: the synthetic `tiny` preset as an MMRec folder
+    under tmp_path (keyword arguments of `write_mmrec_dataset`)."""
+    from recgoat_jax.data.synthetic import generate
+
+    def make(name: str = "tiny", **kw) -> Path:
+        return write_mmrec_dataset(tmp_path / name, generate("tiny"), **kw)
+
+    return make

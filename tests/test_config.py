@@ -3,6 +3,7 @@ import tomllib
 import pytest
 
 from recgoat_jax import config as C
+from tests.conftest import CONFIGS
 
 
 def test_overrides_nested_and_typed():
@@ -41,8 +42,7 @@ def test_bad_file_names_the_file(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    from pathlib import Path
-    configs = sorted((Path(__file__).parents[1] / "experiments" / "configs").glob("*.toml"))
+    configs = sorted(CONFIGS.glob("*.toml"))
     assert configs
     for path in configs:
         C.load(path)

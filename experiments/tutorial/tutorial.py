@@ -9,7 +9,7 @@ The file is a sequence of cells (`# %%` code, `# %% [markdown]` prose, `# %% [hi
 the rendered page leaves out). Each section is a function that returns a dict of the numbers
 the prose quotes; `main` runs them, draws the figures and renders `tutorial.md` from this very
 file, replacing each `{{name}}` or `{{name:format}}` in the prose with the number `name` that
-the code computed. tests/test_tutorial.py runs `main(fast=True)` and checks every such number.
+the code computed. tests/experiments/test_tutorial.py runs `main(fast=True)` and checks every such number.
 """
 
 # %% [hidden]
@@ -37,7 +37,8 @@ from ott.solvers.linear import sinkhorn  # noqa: E402
 from recgoat_jax import config as config_lib  # noqa: E402
 from recgoat_jax.config import OATConfig  # noqa: E402
 from recgoat_jax.data import load_dataset  # noqa: E402
-from recgoat_jax.models.recgoat import RecGOAT, select_modalities  # noqa: E402
+from recgoat_jax.models.recgoat import select_modalities  # noqa: E402
+from recgoat_jax.models.registry import plan_options, recgoat_module  # noqa: E402
 from recgoat_jax.ot import feature_cost, kernel_sinkhorn, ot_loss, ott_output  # noqa: E402
 from recgoat_jax.train.loop import Trainer  # noqa: E402
 
@@ -269,7 +270,7 @@ def section_sinkhorn(fast: bool, discrete: dict) -> dict:
     dim, n_items, std = 64, (256 if fast else 1024), 0.1
     ott_cfg = OATConfig(solver="ott", iterations=2000, threshold=1e-4)
     solve_kernel = jax.jit(lambda c: kernel_sinkhorn(c, oat.epsilon, oat.iterations))
-    solve_ott = jax.jit(lambda c: ott_output(c, ott_cfg))
+    solve_ott = jax.jit(lambda c: ott_output(c, plan_options(ott_cfg)))
     cost_of = jax.jit(lambda zm, zc: feature_cost(zm, zc, oat.cost_scale))
     ours_kernel = jax.jit(lambda c, a, b: sinkhorn_kernel(c, a, b, oat.epsilon, oat.iterations))
     log_iterations = 1000
@@ -521,8 +522,9 @@ def train_small_recgoat(epochs: int) -> dict:
 def recgoat_outputs(run: dict, params) -> dict:
     """RecGOAT's forward pass with dropout off: {"plans", "z_modal", "z_item_cf", ...}."""
     cfg, dataset = run["cfg"], run["dataset"]
-    modalities, user_modalities = select_modalities(cfg.model, dataset)
-    module = RecGOAT(dataset.n_users, dataset.n_items, modalities, user_modalities, cfg.model)
+    modalities, user_modalities = select_modalities(dataset, cfg.model.modalities,
+                                                    cfg.model.user_side)
+    module = recgoat_module(cfg, dataset.n_users, dataset.n_items, modalities, user_modalities)
     return module.apply({"params": params}, run["trainer"].model.inputs, deterministic=True)
 
 

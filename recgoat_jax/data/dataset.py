@@ -115,6 +115,10 @@ def validate(ds: Dataset) -> None:
             if x.ndim != 2 or x.shape[0] != n:
                 raise DataError(f"{where}: {field} has shape {x.shape}: expected "
                                 f"[{n} ({kind}s), dim] with row r describing {kind} r")
+            if x.shape[1] == 0:
+                file = f"{'user_' if kind == 'user' else ''}{name}_feat.npy"
+                raise DataError(f"{where}: {field} ({file}) has shape {x.shape}: expected at "
+                                "least one feature column")
             if x.dtype != np.float32:
                 raise DataError(f"{where}: {field} has dtype {x.dtype}: expected float32")
             finite = np.isfinite(x)

@@ -26,12 +26,12 @@ import numpy as np
 
 from recgoat_jax.data.dataset import DataError, Dataset, drop_cold_eval_users
 from recgoat_jax.data.split import split_per_user
+from recgoat_jax.data.text_formats import typed_header, typed_rows
 
 SPLIT_NAMES = ("train", "valid", "test")
 MMREC_COLUMNS = {"user": "userID", "item": "itemID", "split": "x_label"}
 RECBOLE_USER_FIELD = "user_id"
 RECBOLE_ITEM_FIELD = "item_id"
-RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
 FEATURE_SUFFIX = "_feat.npy"
 
 
@@ -311,32 +311,9 @@ def read_lightgcn(path) -> Dataset:
 
 # ----------------------------------------------------------------------------- RecBole
 
-def _typed_header(file: Path, line: str, required: tuple[str, ...]) -> list[str]:
-    """Field names of a RecBole header ``name:type<TAB>...``, checking types and `required`."""
-    names = []
-    for col, field in enumerate(line.rstrip("\r\n").split("\t"), start=1):
-        fname, sep, ftype = field.strip().partition(":")
-        if not sep or ftype not in RECBOLE_TYPES or not fname:
-            raise DataError(f"{file.name} line 1: column {col} is '{field}': expected "
-                            f"'name:type' with type one of {list(RECBOLE_TYPES)}")
-        names.append(fname)
-    for req in required:
-        if req not in names:
-            raise DataError(f"{file.name} line 1: no '{req}' field in the header {names}: "
-                            f"expected a '{req}:token' column")
-    return names
-
-
-def _typed_rows(file: Path, lines: list[str], n_cols: int):
-    """Yield ``(line_no, fields)`` for the data lines of a RecBole atomic file (tab-separated)."""
-    for line_no, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.rstrip("\r\n").split("\t")
-        if len(fields) != n_cols:
-            raise DataError(f"{file.name} line {line_no}: {len(fields)} tab-separated fields: "
-                            f"expected {n_cols}")
-        yield line_no, fields
+def _at(file: Path):
+    """Where a line of `file` is, in this module's messages: ``<file name> line <n>``."""
+    return lambda line_no: f"{file.name} line {line_no}"
 
 
 def read_recbole(path, name: str | None = None, seed: int = 2025) -> Dataset:
@@ -359,12 +336,12 @@ def read_recbole(path, name: str | None = None, seed: int = 2025) -> Dataset:
     if not lines:
         raise DataError(f"{file} line 1: expected a typed header such as "
                         "'user_id:token<TAB>item_id:token'")
-    names = _typed_header(file, lines[0], (RECBOLE_USER_FIELD, RECBOLE_ITEM_FIELD))
+    names, _ = typed_header(_at(file), lines[0], (RECBOLE_USER_FIELD, RECBOLE_ITEM_FIELD))
     iu, ii = names.index(RECBOLE_USER_FIELD), names.index(RECBOLE_ITEM_FIELD)
     user_ids: dict[str, int] = {}
     item_ids: dict[str, int] = {}
     users, items, line_nos = [], [], []
-    for line_no, fields in _typed_rows(file, lines, len(names)):
+    for line_no, fields in typed_rows(_at(file), lines, len(names)):
         u, i = fields[iu].strip(), fields[ii].strip()
         if not u or not i:
             empty = RECBOLE_USER_FIELD if not u else RECBOLE_ITEM_FIELD
@@ -413,12 +390,12 @@ def read_recbole_items(path, name: str | None, dataset: Dataset) -> dict[int, di
     if not lines:
         raise DataError(f"{file} line 1: expected a typed header such as "
                         "'item_id:token<TAB>movie_title:token_seq'")
-    names = _typed_header(file, lines[0], (RECBOLE_ITEM_FIELD,))
+    names, _ = typed_header(_at(file), lines[0], (RECBOLE_ITEM_FIELD,))
     ii = names.index(RECBOLE_ITEM_FIELD)
     dense = {tok: i for i, tok in enumerate(dataset.raw_item_ids.tolist())}
     out: dict[int, dict[str, str]] = {}
     seen_at: dict[int, int] = {}
-    for line_no, fields in _typed_rows(file, lines, len(names)):
+    for line_no, fields in typed_rows(_at(file), lines, len(names)):
         item = dense.get(fields[ii].strip())
         if item is None:
             continue

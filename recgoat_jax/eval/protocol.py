@@ -11,7 +11,8 @@ Two protocols:
   result says so with ``"selected_on": "test"``.
 
 The state is a frozen dataclass of plain Python values (``state_to_dict`` / ``state_from_dict``
-give a JSON-safe dict for checkpoints). Epochs are 0-based indices of the epoch just trained.
+give a JSON-safe dict for checkpoints). Epochs count from 1 (the first epoch trained is 1;
+0 stands for "no training", e.g. popularity).
 """
 
 from __future__ import annotations
@@ -78,16 +79,13 @@ def init_early_stopping(protocol: str = "mmrec") -> EarlyStopping:
 
 
 def should_evaluate(protocol: str, epoch: int, every: int | None = None) -> bool:
-    """Whether to evaluate after 0-based epoch `epoch`: when (epoch + 1) % every == 0, as
-    MMRec's trainer does. `every=None` takes the protocol's default (1 mmrec, 20 reference)."""
+    """Whether to evaluate after epoch `epoch` (1-based): when epoch % every == 0, as MMRec's
+    trainer does. `every=None` takes the protocol's default (1 mmrec, 20 reference). The run
+    loop evaluates the last epoch as well, whatever this says."""
     every = protocol_spec(protocol).default_every if every is None else int(every)
     if every < 1:
         raise ValueError(f"eval every must be >= 1 epoch, got {every}")
-    return (epoch + 1) % every == 0
-
-
-# The name the task brief used.
-protocol_schedule = should_evaluate
+    return epoch % every == 0
 
 
 def update(state: EarlyStopping, epoch: int, valid_metrics: Mapping[str, float] | None,

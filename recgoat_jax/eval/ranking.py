@@ -33,11 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
 from recgoat_jax.eval.metrics import METRIC_NAMES, metric_keys, metrics_at_ks
-
-DATA_AXIS = "data"  # the mesh axis the users are split over (as recgoat_jax.train.parallel)
+from recgoat_jax.train.parallel import DATA_AXIS, batch_sharding, place, replicated
 
 
 class UserBatch(NamedTuple):
@@ -110,22 +109,11 @@ def _batch_metrics(z_user: jax.Array, z_item: jax.Array, batch: UserBatch,
                               batch.eval_counts, ks)
 
 
-def _accumulate_batch(metric_sums: jax.Array, z_user: jax.Array, z_item: jax.Array,
-                      batch: UserBatch, ks: tuple[int, ...]) -> jax.Array:
-    """metric_sums [M, K] + the batch's metrics summed over users."""
-    return metric_sums + jnp.sum(_batch_metrics(z_user, z_item, batch, ks), axis=0)
-
-
 def _sharded_batch_metrics(mesh: Mesh, ks: tuple[int, ...]):
     """`_batch_metrics` run on each "data" block of a user batch: (z_user, z_item, batch) ->
     [B, M, K] sharded on B. Every block's COO rows are relative to the block."""
     return jax.shard_map(functools.partial(_batch_metrics, ks=ks), mesh=mesh,
                          in_specs=(P(), P(), P(DATA_AXIS)), out_specs=P(DATA_AXIS))
-
-
-def _put(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """A host array placed with `sharding`; with several processes each builds its own shards."""
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _check_pairs(name: str, pairs, n_users: int, n_items: int) -> np.ndarray:
@@ -237,29 +225,24 @@ class RankingEvaluator:
         coo = [c.reshape(n_batches, -1) for pairs in (train, held)
                for c in _batched_coo(pairs, position, block, n_batches * n_blocks, n_items)]
         shape_b = (n_batches, self.user_batch)
-        split = NamedSharding(mesh, P(DATA_AXIS))
-        self._replicated = NamedSharding(mesh, P())
+        split = batch_sharding(mesh)
+        self._replicated = replicated(mesh)
         self._batches = tuple(
-            UserBatch(*(_put(a[b], split) for a in (user_ids.reshape(shape_b),
-                                                    counts.reshape(shape_b), *coo)))
+            UserBatch(*place((user_ids.reshape(shape_b)[b], counts.reshape(shape_b)[b],
+                              *(a[b] for a in coo)), split))
             for b in range(n_batches))
         per_user = _sharded_batch_metrics(mesh, ks)
-        replicated = self._replicated
+        everywhere = self._replicated
 
         def accumulate(sums, z_user, z_item, batch):
             # gather the [B, M, K] per-user metrics before summing, so the sum runs in the
             # same order on any number of devices (identical means, not just close ones)
             metrics = jax.lax.with_sharding_constraint(per_user(z_user, z_item, batch),
-                                                       replicated)
+                                                       everywhere)
             return sums + jnp.sum(metrics, 0)
 
-        self._accumulate = jax.jit(accumulate, out_shardings=replicated)
+        self._accumulate = jax.jit(accumulate, out_shardings=everywhere)
         self._per_user = jax.jit(per_user)
-
-    @property
-    def metric_names(self) -> list[str]:
-        """Result keys, e.g. ["recall@5", ..., "hit@50"]."""
-        return [key for _, _, key in metric_keys(self.ks)]
 
     def _check_embeddings(self, z_user, z_item) -> tuple[jax.Array, jax.Array]:
         """The embeddings replicated on the mesh (moved once, not once per batch), shape-checked."""

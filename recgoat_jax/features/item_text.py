@@ -15,12 +15,12 @@ dataset's item ids 0..I-1 (through ``Dataset.raw_item_ids`` when the reader rema
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
 
 from recgoat_jax.data.dataset import Dataset, DataError
+from recgoat_jax.data.text_formats import json_objects, typed_header, typed_rows
 
 FORMATS = ("auto", "tsv", "jsonl", "recbole")
 _TSV_HEADER_IDS = {"item_id", "itemid", "id", "item"}
@@ -96,15 +96,7 @@ def _parse_tsv(path: str, lines: list[str]):
 
 
 def _parse_jsonl(path: str, lines: list[str], *, id_field: str, text_field: str):
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+    for lineno, record in json_objects(path, lines):
         for key in (id_field, text_field):
             if key not in record:
                 raise DataError(f"{path}:{lineno}: missing field '{key}' "
@@ -121,16 +113,10 @@ def _parse_jsonl(path: str, lines: list[str], *, id_field: str, text_field: str)
 def _parse_recbole(path: str, lines: list[str], *, id_field: str, text_fields: tuple[str, ...]):
     if not lines:
         raise DataError(f"{path}: empty file: expected a header of name:type columns")
-    header = lines[0].split("\t")
-    names, types = [], []
-    for col, token in enumerate(header):
-        if ":" not in token:
-            raise DataError(f"{path}:1: header column {col + 1} '{token}' must look like name:type")
-        name, kind = token.rsplit(":", 1)
-        names.append(name.strip())
-        types.append(kind.strip())
-    if id_field not in names:
-        raise DataError(f"{path}:1: no id column '{id_field}' in the header (columns: {names})")
+    def at(lineno: int) -> str:
+        return f"{path}:{lineno}"
+
+    names, types = typed_header(at, lines[0], (id_field,))
     id_col = names.index(id_field)
     if text_fields:
         missing = [t for t in text_fields if t not in names]
@@ -142,14 +128,8 @@ def _parse_recbole(path: str, lines: list[str], *, id_field: str, text_fields: t
         text_cols = [c for c, kind in enumerate(types) if kind == "token_seq" and c != id_col]
         if not text_cols:
             raise DataError(f"{path}:1: no token_seq column to take text from (columns: "
-                            f"{header}); name the columns to use")
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        values = line.split("\t")
-        if len(values) != len(names):
-            raise DataError(f"{path}:{lineno}: {len(values)} tab-separated values, expected "
-                            f"{len(names)} (one per header column)")
+                            f"{names}); name the columns to use")
+    for lineno, values in typed_rows(at, lines, len(names)):
         parts = [values[c].strip() for c in text_cols]
         yield lineno, values[id_col].strip(), ". ".join(p for p in parts if p)
 

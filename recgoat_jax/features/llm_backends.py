@@ -31,7 +31,8 @@ from typing import Protocol
 from tqdm.auto import tqdm
 
 from recgoat_jax.data.dataset import DataError
-from recgoat_jax.features.profiles import ProfileRequest, write_jsonl_atomic
+from recgoat_jax.features.profiles import ProfileRequest
+from recgoat_jax.io_utils import JsonlWriter, write_jsonl_atomic
 
 
 class Backend(Protocol):
@@ -260,7 +261,7 @@ def generate_answers(requests: Sequence[ProfileRequest], backend: Backend,
     kept = [r.user for r in requests if r.user in done]
     pending = [r for r in requests if r.user not in done]
     answered, failed = [], {}
-    with open(out_path, "a", encoding="utf-8") as out, \
+    with JsonlWriter(out_path, "a", sort_keys=False) as out, \
             concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(backend.complete, r): r for r in pending}
 
@@ -277,8 +278,7 @@ def generate_answers(requests: Sequence[ProfileRequest], backend: Backend,
                 failed[request.user] = f"{type(e).__name__}: {e}"
                 return False
             done[request.user] = _answer_record(request, text)
-            out.write(json.dumps(done[request.user], ensure_ascii=False) + "\n")
-            out.flush()
+            out.write(done[request.user])
             answered.append(request.user)
             return True
 

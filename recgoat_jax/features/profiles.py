@@ -13,18 +13,15 @@ JSONL records: prompts ``{"user": dense id, "user_raw": raw id (when the dataset
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 
 from recgoat_jax.data.dataset import Dataset, DataError
+from recgoat_jax.data.text_formats import json_objects
 
 MALFORMED_POLICIES = ("error", "skip")
 
@@ -121,38 +118,6 @@ def profile_requests(ds: Dataset, item_texts: Sequence[str | None], *, max_items
         raw = str(ds.raw_user_ids[user]) if ds.raw_user_ids is not None else None
         requests.append(ProfileRequest(user, raw, tuple(items), texts, build_prompt(texts)))
     return requests, without_prompt
-
-
-@contextlib.contextmanager
-def _atomic_output(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path``, renamed onto it only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
-    """Stream one JSON object per line to a temporary file, then rename it onto ``path``.
-
-    Returns the record count. (Streamed, unlike ``io_utils.atomic_write_text``: a prompts file of
-    a large dataset does not fit comfortably in memory as one string.)
-    """
-    n = 0
-    with _atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-    return n
 
 
 # --- answers ------------------------------------------------------------------------------------
@@ -262,16 +227,8 @@ def parse_answers(path: str | os.PathLike, ds: Dataset, *, text_field: str = "te
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise DataError(f"answers file not found: {path}") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for lineno, record in json_objects(path, lines):
         where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
         user = _resolve_user(record, ds, raw_index, where)
         if user in line_of_user:
             raise DataError(f"{where}: user {_user_label(user, ds)} already answered on line "

@@ -8,7 +8,6 @@ propagation step is a gather, a scale and a sorted segment sum: exactly D^-1/2 A
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import jraph
 import numpy as np
 

@@ -125,17 +125,16 @@ class ModalityBranch(nn.Module):
     parameters and every result stay float32."""
 
     dim: int
+    dtype: Any = jnp.float32
     n_layers: int = 1
     heads: int = 8
     feat_drop: float = 0.1
     attn_drop: float = 0.1
     dropout: float = 0.1
-    dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, senders: jax.Array, receivers: jax.Array, deterministic: bool
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array,
+                 deterministic: bool) -> jax.Array:
         """x: [I, in_m] raw item features; senders, receivers: [E] kNN edges with self-loops,
         sorted by receiver. Returns z_m: [I, d]."""
         if x.ndim != 2:

@@ -1,6 +1,8 @@
-"""Item-item kNN graphs from raw modality features (REFERENCE.md section 2).
+"""kNN graphs from raw feature tables (REFERENCE.md section 2): the item-item graph of each
+modality and, for RecGOAT's user side, the user-user graph of each user feature; `knn_graph`
+builds both (rows are "items" below, users for a user graph).
 
-For one modality with features X [I, f]:
+For one feature table X [I, f]:
   1. S = normalise_rows(X) @ normalise_rows(X)^T (cosine), diagonal set to ``diagonal_value``
      (0, as the reference does; ``-inf`` never picks an item as its own neighbour);
   2. the k largest entries of row i give edges i -> j;

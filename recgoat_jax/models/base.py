@@ -34,6 +34,9 @@ class Recommender:
     inputs: the data pytree (graphs, features) passed to every call, never closed over, so large
       arrays are arguments of the compiled functions rather than constants baked into them.
     trainable: False for models with nothing to learn (popularity).
+    diagnostics(params) -> {name: scalar}: optional, what a model wants plotted beside its
+      loss terms (RecGOAT: ``fusion_weight_<m>`` per modality, ``user_gate_share`` with the
+      user side on); pure, cheap, jit-able. None when the model has nothing to report.
     """
 
     name: str
@@ -42,18 +45,18 @@ class Recommender:
     embed: Callable[[Params, Inputs], tuple[jax.Array, jax.Array]]
     inputs: Inputs
     trainable: bool = True
+    diagnostics: Callable[[Params], dict[str, jax.Array]] | None = None
 
 
 PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def compute_dtype(precision: str):
-    """The operand dtype of the dense matmuls for `train.precision` ("f32" | "bf16").
+    """The operand dtype of the dense matmuls for a precision name ("f32" | "bf16").
 
     Parameters and optimizer state are float32 either way; matmuls accumulate in float32.
+    Raises ValueError on any other name.
     """
     if precision not in PRECISIONS:
-        from recgoat_jax.config import ConfigError
-        raise ConfigError(f"train.precision must be one of {sorted(PRECISIONS)}, got "
-                          f"{precision!r}")
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     return PRECISIONS[precision]

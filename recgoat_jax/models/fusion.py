@@ -7,21 +7,53 @@ rows (REFERENCE.md section 3, step 3).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from recgoat_jax.config import OATConfig
 from recgoat_jax.losses import l2_normalize
 from recgoat_jax.ot.cost import feature_cost
-from recgoat_jax.ot.plan import transport_plan
+from recgoat_jax.ot.plan import PlanOptions, transport_plan
+
+WEIGHTINGS = ("unconstrained", "softmax")
 
 
-def initial_weight(cfg: OATConfig, modality: str) -> float:
-    """The reference's alpha (image) and beta (text); other modalities get cfg.other_weight."""
-    return {"image": cfg.alpha_image, "text": cfg.beta_text}.get(modality, cfg.other_weight)
+@dataclasses.dataclass(frozen=True)
+class FusionOptions:
+    """The fusion's plain options.
+
+    plan: how the transport plan is solved; cost_scale: multiplies the dimension cost (the
+    reference: 100); use_delta: learn the residual map Delta_m; weights: "unconstrained" (the
+    reference: w_m free, w_cf = 1 - sum w_m) or "softmax" (w_cf and the w_m a softmax of logits,
+    the ID embedding's logit fixed at 0); initial_weights: the starting w_m, one per modality in
+    the fusion's order.
+    """
+
+    plan: PlanOptions
+    cost_scale: float
+    use_delta: bool
+    weights: str
+    initial_weights: tuple[float, ...]
+
+    def __post_init__(self):
+        if self.weights not in WEIGHTINGS:
+            raise ValueError(f"fusion weights must be one of {WEIGHTINGS}, got {self.weights!r}")
+        if not self.cost_scale > 0:
+            raise ValueError(f"cost_scale must be > 0, got {self.cost_scale!r}")
+
+
+def mix_weights(raw: jax.Array, weights: str) -> tuple[jax.Array, jax.Array]:
+    """(w_cf [], w_modal [M]): the weights the fusion applies, from its raw parameters [M]
+    (the ``weight_<m>`` of each modality, in order) and `FusionOptions.weights`."""
+    if weights == "unconstrained":
+        return 1.0 - jnp.sum(raw), raw
+    if weights == "softmax":
+        w = jax.nn.softmax(jnp.concatenate([jnp.zeros((1,)), raw]))
+        return w[0], w[1:]
+    raise ValueError(f"fusion weights must be one of {WEIGHTINGS}, got {weights!r}")
 
 
 class OATFusion(nn.Module):
@@ -31,43 +63,40 @@ class OATFusion(nn.Module):
     results stay float32."""
 
     modalities: tuple[str, ...]
-    cfg: OATConfig
+    options: FusionOptions
     dropout: float = 0.1
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z_cf: jax.Array, z_modal: dict[str, jax.Array], deterministic: bool):
         """z_cf: [I, d]; z_modal[m]: [I, d] -> (z_fused [I, d], {m: plan [d, d]})."""
+        o = self.options
+        if len(o.initial_weights) != len(self.modalities):
+            raise ValueError(f"OATFusion: {len(o.initial_weights)} initial weights for the "
+                             f"{len(self.modalities)} modalities {self.modalities}")
         d = z_cf.shape[-1]
         plans, aligned = {}, {}
         for m in self.modalities:
-            plan = transport_plan(feature_cost(z_modal[m], z_cf, self.cfg.cost_scale), self.cfg)
+            plan = transport_plan(feature_cost(z_modal[m], z_cf, o.cost_scale), o.plan)
             plans[m] = plan
             mapping = plan
-            if self.cfg.use_delta:
+            if o.use_delta:
                 mapping = mapping + self.param(f"delta_{m}", nn.initializers.xavier_uniform(),
                                                (d, d), jnp.float32)
             aligned[m] = jnp.matmul(z_modal[m].astype(self.dtype), mapping.astype(self.dtype),
                                     preferred_element_type=jnp.float32)
         raw = jnp.stack([jnp.asarray(self.param(f"weight_{m}", nn.initializers.constant(
-            self._init_param(m)), (), jnp.float32)) for m in self.modalities])
-        if self.cfg.fusion_weights == "unconstrained":
-            w_modal, w_cf = raw, 1.0 - jnp.sum(raw)
-        elif self.cfg.fusion_weights == "softmax":
-            w = jax.nn.softmax(jnp.concatenate([jnp.zeros((1,)), raw]))
-            w_cf, w_modal = w[0], w[1:]
-        else:
-            raise ValueError("model.oat.fusion_weights must be 'unconstrained' or 'softmax', "
-                             f"got {self.cfg.fusion_weights!r}")
+            self._init_param(k)), (), jnp.float32)) for k, m in enumerate(self.modalities)])
+        w_cf, w_modal = mix_weights(raw, o.weights)
         z = w_cf * z_cf + sum(w_modal[k] * aligned[m] for k, m in enumerate(self.modalities))
         z = nn.LayerNorm(epsilon=1e-5, name="ln")(z)
         z = nn.Dropout(self.dropout)(z, deterministic=deterministic)
         return l2_normalize(z), plans
 
-    def _init_param(self, m: str) -> float:
-        w = initial_weight(self.cfg, m)
-        if self.cfg.fusion_weights == "softmax":
+    def _init_param(self, k: int) -> float:
+        w = self.options.initial_weights[k]
+        if self.options.weights == "softmax":
             # logits relative to the ID embedding's 0, so that softmax starts at the same weights
-            w_cf = max(1.0 - sum(initial_weight(self.cfg, n) for n in self.modalities), 1e-3)
+            w_cf = max(1.0 - sum(self.options.initial_weights), 1e-3)
             return float(jnp.log(w / w_cf))
         return w

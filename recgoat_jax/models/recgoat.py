@@ -7,10 +7,14 @@ Parameter tree (names mirror the public implementation's state_dict, see `recgoa
   fuse/{delta_<m> [d, d], weight_<m> [], ln/{scale, bias}}
   user_branch_<name>/... and user_gate [] (a logit: the branch's share is sigmoid(user_gate))
   when the user side is on.
+
+Everything here takes plain numbers and strings; `recgoat_jax.models.registry` reads the run
+configuration and builds these.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -19,52 +23,56 @@ import jax.numpy as jnp
 import numpy as np
 
 from recgoat_jax import losses
-from recgoat_jax.config import ModelConfig, RunConfig
 from recgoat_jax.data import Dataset
 from recgoat_jax.graph.bipartite import normalized_user_item_graph
 from recgoat_jax.graph.gat import ModalityBranch
-from recgoat_jax.graph.knn import knn_edges, with_self_loops
-from recgoat_jax.models.base import Batch, Recommender, compute_dtype
-from recgoat_jax.models.fusion import OATFusion
-from recgoat_jax.models.lightgcn import propagate_ids
+from recgoat_jax.graph.knn import knn_graph
+from recgoat_jax.models.base import Batch, Recommender
+from recgoat_jax.models.fusion import FusionOptions, OATFusion, mix_weights
+from recgoat_jax.models.ids import IdEmbeddings, propagate_ids
 from recgoat_jax.ot.distribution import ot_loss
+from recgoat_jax.ot.plan import plan_diagnostics
 
-
-class IdEmbeddings(nn.Module):
-    n_users: int
-    n_items: int
-    dim: int
-    std: float
-
-    @nn.compact
-    def __call__(self):
-        init = nn.initializers.normal(self.std)
-        return {"embedding_user": self.param("embedding_user", init, (self.n_users, self.dim)),
-                "embedding_item": self.param("embedding_item", init, (self.n_items, self.dim))}
+CONTRASTIVE = ("reference", "cmcl", "none")
 
 
 class RecGOAT(nn.Module):
+    """The whole model; `__call__` runs the full forward pass over all users and items.
+
+    n_layers: LightGCN layers; gat_*, feat_dropout, attn_dropout, dropout: the modality
+    branches (`ModalityBranch`; `dropout` also follows the fusion); fusion: `FusionOptions`;
+    user_gate_init: the starting share (0..1, open) of the user branch in z_user.
+    """
+
     n_users: int
     n_items: int
     modalities: tuple[str, ...]
     user_modalities: tuple[str, ...]
-    cfg: ModelConfig
-    dtype: Any = jnp.float32  # operand dtype of the dense matmuls (train.precision)
+    dim: int
+    n_layers: int
+    init_std: float
+    gat_layers: int
+    gat_heads: int
+    feat_dropout: float
+    attn_dropout: float
+    dropout: float
+    fusion: FusionOptions
+    user_gate_init: float = 0.1
+    dtype: Any = jnp.float32  # operand dtype of the dense matmuls (mixed precision: bf16)
 
     def setup(self):
-        c = self.cfg
-        self.cf = IdEmbeddings(self.n_users, self.n_items, c.dim, c.init_std)
-        branch = dict(dim=c.dim, n_layers=c.gat_layers, heads=c.gat_heads,
-                      feat_drop=c.feat_dropout, attn_drop=c.attn_dropout, dropout=c.dropout,
-                      dtype=self.dtype)
+        self.cf = IdEmbeddings(self.n_users, self.n_items, self.dim, self.init_std)
+        branch = dict(dim=self.dim, n_layers=self.gat_layers, heads=self.gat_heads,
+                      feat_drop=self.feat_dropout, attn_drop=self.attn_dropout,
+                      dropout=self.dropout, dtype=self.dtype)
         self.branches = {m: ModalityBranch(**branch, name=f"branch_{m}") for m in self.modalities}
         self.user_branches = {m: ModalityBranch(**branch, name=f"user_branch_{m}")
                               for m in self.user_modalities}
-        self.fuse = OATFusion(self.modalities, c.oat, c.dropout, dtype=self.dtype)
+        self.fuse = OATFusion(self.modalities, self.fusion, self.dropout, dtype=self.dtype)
         if self.user_modalities:
-            g = c.user_gate_init
+            g = self.user_gate_init
             if not 0.0 < g < 1.0:
-                raise ValueError(f"model.user_gate_init must be in (0, 1), got {g}")
+                raise ValueError(f"user_gate_init must be in (0, 1), got {g}")
             # A convex mix: an unconstrained gate becomes a free scale of the user embeddings
             # (it went to -1.2 within 8 epochs on noise profiles, amplifying z_cf against
             # z_sem), and the user branch then hurts whenever the profiles carry no signal.
@@ -78,7 +86,7 @@ class RecGOAT(nn.Module):
                  "z_modal": {m: [I, d]}, "plans": {m: [d, d]}, "ids": layer-0 embeddings}.
         """
         ids = self.cf()
-        z_user, z_cf = propagate_ids(ids, inputs.get("graph"), self.cfg.n_layers)
+        z_user, z_cf = propagate_ids(ids, inputs.get("graph"), self.n_layers)
         z_modal = {m: self.branches[m](inputs["features"][m], *inputs["knn"][m], deterministic)
                    for m in self.modalities}
         z_item, plans = self.fuse(z_cf, z_modal, deterministic)
@@ -91,49 +99,74 @@ class RecGOAT(nn.Module):
                 "plans": plans, "ids": ids}
 
 
-def _graph_inputs(features: dict[str, np.ndarray], k: int) -> dict:
+def _knn_inputs(features: dict[str, np.ndarray], k: int) -> dict:
+    """{name: (senders [E], receivers [E])} of each feature table's kNN graph (`knn_graph`)."""
     out = {}
     for m, x in features.items():
-        s, r = knn_edges(x, k)
-        s, r = with_self_loops(s, r, x.shape[0])
-        out[m] = (jnp.asarray(s), jnp.asarray(r))
+        graph = knn_graph(x, k)
+        out[m] = (jnp.asarray(graph.senders), jnp.asarray(graph.receivers))
     return out
 
 
-def build_inputs(cfg: RunConfig, dataset: Dataset, modalities, user_modalities) -> dict:
+def build_inputs(dataset: Dataset, modalities: tuple[str, ...], user_modalities: tuple[str, ...],
+                 *, knn_k: int, user_knn_k: int, n_layers: int) -> dict:
     """Graphs and features, built once on host: {graph, features, knn[, user_features, user_knn]}."""
     inputs = {"features": {m: jnp.asarray(dataset.item_features[m]) for m in modalities},
-              "knn": _graph_inputs({m: dataset.item_features[m] for m in modalities},
-                                   cfg.model.knn_k)}
-    if cfg.model.n_layers > 0:
+              "knn": _knn_inputs({m: dataset.item_features[m] for m in modalities}, knn_k)}
+    if n_layers > 0:
         inputs["graph"] = normalized_user_item_graph(dataset.n_users, dataset.n_items, dataset.train)
     if user_modalities:
         inputs["user_features"] = {m: jnp.asarray(dataset.user_features[m]) for m in user_modalities}
-        inputs["user_knn"] = _graph_inputs({m: dataset.user_features[m] for m in user_modalities},
-                                           cfg.model.user_knn_k)
+        inputs["user_knn"] = _knn_inputs({m: dataset.user_features[m] for m in user_modalities},
+                                         user_knn_k)
     return inputs
 
 
-def select_modalities(cfg: ModelConfig, dataset: Dataset) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Item modalities (config order, or every feature file present, sorted) and user ones."""
-    modalities = tuple(cfg.modalities) or tuple(sorted(dataset.item_features))
+def select_modalities(dataset: Dataset, modalities: tuple[str, ...] = (),
+                      user_side: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Item modalities (`modalities` in order, or every feature file present, sorted) and the
+    user ones (every user feature, sorted, when `user_side`)."""
+    modalities = tuple(modalities) or tuple(sorted(dataset.item_features))
     missing = [m for m in modalities if m not in dataset.item_features]
     if missing:
-        raise ValueError(f"model.modalities names {missing}, but the dataset has item features "
+        raise ValueError(f"modalities names {missing}, but the dataset has item features "
                          f"{sorted(dataset.item_features)}")
-    user_modalities = tuple(sorted(dataset.user_features)) if cfg.user_side else ()
+    user_modalities = tuple(sorted(dataset.user_features)) if user_side else ()
     return modalities, user_modalities
 
 
-def recgoat_loss(cfg: RunConfig, out: dict, batch: Batch) -> tuple[jax.Array, dict]:
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+    """RecGOAT's training objective: BPR + decay * Reg + cl_weight * CL (+ ot_weight * OT).
+
+    contrastive: "reference" | "cmcl" | "none"; modality_weight, temperature, infonce_block: of
+    the contrastive term (`losses.reference_contrastive` / `losses.cmcl`); ot_loss: "none" or
+    a kind of `ot.distribution.ot_loss`, with ot_epsilon, on the first ot_rows rows (0: all).
+    """
+
+    decay: float
+    contrastive: str
+    cl_weight: float
+    modality_weight: float
+    temperature: float
+    infonce_block: int
+    ot_loss: str
+    ot_weight: float
+    ot_epsilon: float
+    ot_rows: int
+
+    def __post_init__(self):
+        if self.contrastive not in CONTRASTIVE:
+            raise ValueError(f"contrastive must be one of {CONTRASTIVE}, got "
+                             f"{self.contrastive!r}")
+
+
+def recgoat_loss(options: LossOptions, out: dict, batch: Batch) -> tuple[jax.Array, dict]:
     """BPR + decay * Reg + cl_weight * CL (+ ot_weight * distribution-level OT). out: RecGOAT()."""
-    lc = cfg.loss
-    zu, zi, ids = out["z_user"][batch.users], out["z_item"], out["ids"]
-    bpr = losses.bpr(jnp.sum(zu * zi[batch.pos], -1), jnp.sum(zu * zi[batch.neg], -1), batch.mask)
-    reg = losses.l2_reg(batch.mask, ids["embedding_user"][batch.users],
-                        ids["embedding_item"][batch.pos], ids["embedding_item"][batch.neg])
-    terms = {"bpr": bpr, "reg": reg}
-    total = bpr + lc.decay * reg
+    lc = options
+    zu, zi = out["z_user"][batch.users], out["z_item"]
+    total, terms = losses.bpr_with_l2(out["z_user"], zi, out["ids"], batch.users, batch.pos,
+                                      batch.neg, batch.mask, lc.decay)
     cf, modal = out["z_item_cf"], out["z_modal"]
     if lc.contrastive == "reference":
         cl = losses.reference_contrastive(
@@ -143,10 +176,8 @@ def recgoat_loss(cfg: RunConfig, out: dict, batch: Batch) -> tuple[jax.Array, di
     elif lc.contrastive == "cmcl":
         cl = losses.cmcl(zu, zi[batch.pos], {m: z[batch.pos] for m, z in modal.items()},
                          lc.modality_weight, lc.temperature, batch.mask, lc.infonce_block)
-    elif lc.contrastive == "none":
-        cl = None
     else:
-        raise ValueError(f"loss.contrastive must be 'reference', 'cmcl' or 'none', got {lc.contrastive!r}")
+        cl = None
     if cl is not None:
         terms["cl"] = cl
         total = total + lc.cl_weight * cl
@@ -162,11 +193,28 @@ def recgoat_loss(cfg: RunConfig, out: dict, batch: Batch) -> tuple[jax.Array, di
     return total, terms
 
 
-def build_recgoat(cfg: RunConfig, dataset: Dataset) -> Recommender:
-    modalities, user_modalities = select_modalities(cfg.model, dataset)
-    module = RecGOAT(dataset.n_users, dataset.n_items, modalities, user_modalities, cfg.model,
-                     dtype=compute_dtype(cfg.train.precision))
-    inputs = build_inputs(cfg, dataset, modalities, user_modalities)
+def diagnostics(module: RecGOAT, params) -> dict[str, jax.Array]:
+    """What the fusion and the user side are doing, from the parameters alone:
+    ``fusion_weight_<m>`` (the weight the fusion applies to each modality: after the softmax
+    with weights "softmax", the raw parameter otherwise) and, with the user side on,
+    ``user_gate_share`` (sigmoid of the gate logit: the user branch's share of z_user)."""
+    raw = jnp.stack([jnp.asarray(params["fuse"][f"weight_{m}"]) for m in module.modalities])
+    _, w_modal = mix_weights(raw, module.fusion.weights)
+    out = {f"fusion_weight_{m}": w_modal[k] for k, m in enumerate(module.modalities)}
+    if module.user_modalities:
+        out["user_gate_share"] = jax.nn.sigmoid(params["user_gate"])
+    return out
+
+
+def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions) -> Recommender:
+    """The `Recommender` of a RecGOAT module and the inputs `build_inputs` made for it.
+
+    Loss terms: bpr, reg, cl (unless contrastive is "none"), ot (when on), and per modality
+    ``plan_<m>_sum`` (the plan's mass: 0 or NaN flags a broken plan) and
+    ``plan_<m>_marginal_error`` (`plan_diagnostics`' largest deviation of a row or column sum
+    from its target marginal; no gradient flows through either).
+    """
+    plan_scale = module.fusion.plan.plan_scale
 
     def init(key):
         return module.init({"params": key}, inputs, deterministic=True)["params"]
@@ -178,14 +226,17 @@ def build_recgoat(cfg: RunConfig, dataset: Dataset) -> Recommender:
 
     def loss(params, inputs, batch, key):
         out = forward(params, inputs, key)
-        total, terms = recgoat_loss(cfg, out, batch)
+        total, terms = recgoat_loss(loss_options, out, batch)
         # plan health, for the non-finite guard: a plan that is all zeros or NaN is reported
         for m, plan in out["plans"].items():
             terms[f"plan_{m}_sum"] = jnp.sum(plan)
+            terms[f"plan_{m}_marginal_error"] = plan_diagnostics(
+                jax.lax.stop_gradient(plan), plan_scale)["marginal_error"]
         return total, terms
 
     def embed(params, inputs):
         out = forward(params, inputs)
         return out["z_user"], out["z_item"]
 
-    return Recommender(name="recgoat", init=init, loss=loss, embed=embed, inputs=inputs)
+    return Recommender(name="recgoat", init=init, loss=loss, embed=embed, inputs=inputs,
+                       diagnostics=lambda params: diagnostics(module, params))

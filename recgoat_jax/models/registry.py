@@ -1,10 +1,102 @@
-"""`build_model`: from a config and a dataset to a `Recommender`."""
+"""`build_model`: from a config and a dataset to a `Recommender`.
+
+The one place where the run configuration meets the models (as flax's ogbg_molpcba
+`create_model`): below this module, models, graph layers and `recgoat_jax.ot` take plain
+numbers, strings and tuples, and raise ValueError naming the argument; here those errors become
+a `ConfigError` naming the config key.
+"""
 
 from __future__ import annotations
 
-from recgoat_jax.config import RunConfig
+import dataclasses
+
+from recgoat_jax.config import ConfigError, LossConfig, OATConfig, RunConfig
 from recgoat_jax.data import Dataset
-from recgoat_jax.models.base import Recommender
+from recgoat_jax.models.base import Recommender, compute_dtype
+from recgoat_jax.models.fusion import FusionOptions
+from recgoat_jax.ot.plan import PlanOptions
+
+MODELS = ("popularity", "mf", "lightgcn", "recgoat")
+
+
+def _options(cls, section, prefix: str, **extra):
+    """`cls` built from the fields of config `section` that it has (plus `extra`); its
+    ValueError becomes a ConfigError under `prefix` (the option names are the config keys)."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(extra)
+    try:
+        return cls(**{n: getattr(section, n) for n in names}, **extra)
+    except ValueError as e:
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def plan_options(oat: OATConfig) -> PlanOptions:
+    """`model.oat` -> the transport solver's options."""
+    return _options(PlanOptions, oat, "model.oat.")
+
+
+def initial_weight(oat: OATConfig, modality: str) -> float:
+    """The reference's alpha (image) and beta (text); other modalities get oat.other_weight."""
+    return {"image": oat.alpha_image, "text": oat.beta_text}.get(modality, oat.other_weight)
+
+
+def fusion_options(oat: OATConfig, modalities: tuple[str, ...]) -> FusionOptions:
+    """`model.oat` -> the OAT fusion's options for `modalities` (in that order)."""
+    try:
+        return FusionOptions(plan=plan_options(oat), cost_scale=oat.cost_scale,
+                             use_delta=oat.use_delta, weights=oat.fusion_weights,
+                             initial_weights=tuple(initial_weight(oat, m) for m in modalities))
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"model.oat.{e}") from None
+
+
+def recgoat_loss_options(loss: LossConfig):
+    """`loss` -> RecGOAT's `LossOptions`."""
+    from recgoat_jax.models.recgoat import LossOptions
+    return _options(LossOptions, loss, "loss.")
+
+
+def recgoat_module(cfg: RunConfig, n_users: int, n_items: int, modalities: tuple[str, ...],
+                   user_modalities: tuple[str, ...] = ()):
+    """The `RecGOAT` flax module that `cfg.model` (and `cfg.train.precision`) describe."""
+    from recgoat_jax.models.recgoat import RecGOAT
+    c = cfg.model
+    if c.oat.solver == "lowrank" and c.oat.rank > c.dim:
+        raise ConfigError(f"model.oat.rank must be <= model.dim ({c.dim}), got {c.oat.rank}")
+    if user_modalities and not 0.0 < c.user_gate_init < 1.0:
+        raise ConfigError(f"model.user_gate_init must be in (0, 1), got {c.user_gate_init}")
+    try:
+        dtype = compute_dtype(cfg.train.precision)
+    except ValueError as e:
+        raise ConfigError(f"train.{e}") from None
+    return RecGOAT(n_users, n_items, modalities, user_modalities, dim=c.dim,
+                   n_layers=c.n_layers, init_std=c.init_std, gat_layers=c.gat_layers,
+                   gat_heads=c.gat_heads, feat_dropout=c.feat_dropout,
+                   attn_dropout=c.attn_dropout, dropout=c.dropout,
+                   fusion=fusion_options(c.oat, modalities), user_gate_init=c.user_gate_init,
+                   dtype=dtype)
+
+
+def build_recgoat(cfg: RunConfig, dataset: Dataset) -> Recommender:
+    from recgoat_jax.models import recgoat
+    try:
+        modalities, user_modalities = recgoat.select_modalities(
+            dataset, cfg.model.modalities, cfg.model.user_side)
+    except ValueError as e:
+        raise ConfigError(f"model.{e}") from None
+    module = recgoat_module(cfg, dataset.n_users, dataset.n_items, modalities, user_modalities)
+    inputs = recgoat.build_inputs(dataset, modalities, user_modalities, knn_k=cfg.model.knn_k,
+                                  user_knn_k=cfg.model.user_knn_k, n_layers=cfg.model.n_layers)
+    return recgoat.recgoat_recommender(module, inputs, recgoat_loss_options(cfg.loss))
+
+
+def build_lightgcn(cfg: RunConfig, dataset: Dataset, n_layers: int | None = None) -> Recommender:
+    """LightGCN with `cfg.model.n_layers` layers, or `n_layers` (0: MF)."""
+    from recgoat_jax.models.lightgcn import lightgcn
+    return lightgcn(dataset, dim=cfg.model.dim,
+                    n_layers=cfg.model.n_layers if n_layers is None else n_layers,
+                    init_std=cfg.model.init_std, decay=cfg.loss.decay)
 
 
 def build_model(cfg: RunConfig, dataset: Dataset) -> Recommender:
@@ -13,12 +105,9 @@ def build_model(cfg: RunConfig, dataset: Dataset) -> Recommender:
         from recgoat_jax.models.popularity import build_popularity
         return build_popularity(dataset)
     if name == "mf":
-        from recgoat_jax.models.lightgcn import build_mf
-        return build_mf(cfg, dataset)
+        return build_lightgcn(cfg, dataset, n_layers=0)
     if name == "lightgcn":
-        from recgoat_jax.models.lightgcn import build_lightgcn
         return build_lightgcn(cfg, dataset)
     if name == "recgoat":
-        from recgoat_jax.models.recgoat import build_recgoat
         return build_recgoat(cfg, dataset)
-    raise ValueError(f"model.name must be one of popularity, mf, lightgcn, recgoat; got {name!r}")
+    raise ConfigError(f"model.name must be one of {', '.join(MODELS)}; got {name!r}")

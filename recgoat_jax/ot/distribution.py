@@ -41,7 +41,7 @@ def ot_loss(x: jnp.ndarray, y: jnp.ndarray, kind: str, epsilon: float,
       y: [B, d] ID embeddings of the same items (their order does not matter to the loss).
       kind: "sinkhorn_divergence" (debiased: 0 for identical clouds, >= 0) or "entropic"
         (the regularised OT cost <P, C> - eps H(P); biased, not 0 for identical clouds).
-      epsilon: entropic regularisation, in the units of the cost (`loss.ot_epsilon`).
+      epsilon: entropic regularisation, in the units of the cost.
       mask: optional [B] bool; False rows (padding) carry zero mass and get zero gradient.
       iterations: fixed Sinkhorn iteration count per solve (a multiple of 10 is exact).
       cost: "sqeuclidean" (smooth; default) or "euclidean" (the paper's W1 ground cost).
@@ -50,13 +50,13 @@ def ot_loss(x: jnp.ndarray, y: jnp.ndarray, kind: str, epsilon: float,
       scalar loss, differentiable in x and y.
     """
     if kind not in KINDS:
-        raise ValueError(f"loss.ot_loss must be one of {KINDS}, got {kind!r}")
+        raise ValueError(f"ot_loss: kind must be one of {KINDS}, got {kind!r}")
     if cost not in COSTS:
         raise ValueError(f"ot_loss: cost must be one of {tuple(COSTS)}, got {cost!r}")
     if x.ndim != 2 or x.shape != y.shape:
         raise ValueError(f"ot_loss: x and y must both be [B, d], got {x.shape} and {y.shape}")
     if not epsilon > 0:
-        raise ValueError(f"loss.ot_epsilon must be > 0, got {epsilon!r}")
+        raise ValueError(f"ot_loss: epsilon must be > 0, got {epsilon!r}")
     if iterations < 1:
         raise ValueError(f"ot_loss: iterations must be >= 1, got {iterations}")
     weights = row_weights(x.shape[0], mask, x.dtype, caller="ot_loss")

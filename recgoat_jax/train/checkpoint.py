@@ -34,6 +34,7 @@ from recgoat_jax import config as config_lib
 from recgoat_jax.config import ConfigError, RunConfig
 from recgoat_jax.eval import protocol as protocol_lib
 from recgoat_jax.train.state import TrainState
+from recgoat_jax.tree_utils import flatten
 
 FORMAT = 3  # bump when the content of "run" changes incompatibly
 # Fields a resumed run may change: how long it runs, where, how often it saves.
@@ -45,6 +46,10 @@ RESUMABLE_FIELDS = ("train.epochs", "train.n_devices", "train.checkpoint_every",
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be resumed: unreadable, or from another config or model."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """One checkpoint that cannot be read or fails its checksums (an older one may still do)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,20 +116,10 @@ def progress_from_dict(raw: dict) -> tuple[Progress, RunConfig, list[int]]:
 
 def config_differences(saved: RunConfig, current: RunConfig) -> list[str]:
     """'key: saved -> current' for every field that differs, except `RESUMABLE_FIELDS`."""
-    a = _flatten(config_lib.to_dict(saved))
-    b = _flatten(config_lib.to_dict(current))
+    a = flatten(config_lib.to_dict(saved), sep=".")
+    b = flatten(config_lib.to_dict(current), sep=".")
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)]
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def abstract_state(state: TrainState) -> TrainState:
@@ -159,6 +154,7 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self.cfg = cfg
         self._keep = _KeepLatestAndBest(max_to_keep)
+        self.skipped: list[str] = []  # what the last restore_latest passed over, and why
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(create=True, cleanup_tmp_directories=True,
@@ -186,44 +182,59 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def restore_latest(self, template: TrainState) -> tuple[TrainState, Progress, str]:
-        """Restore the newest checkpoint onto `template`'s shapes and shardings.
+        """Restore the newest checkpoint that verifies onto `template`'s shapes and shardings.
 
-        Returns (state, progress, path). Raises CheckpointError (naming the path and what is
-        wrong) when there is none, when it cannot be read, or when it belongs to another
-        config or model; nothing is written in any case.
+        Returns (state, progress, path). A checkpoint that cannot be read or fails its
+        checksums is skipped for the next older one; `self.skipped` then lists each skipped
+        path with the reason. Raises CheckpointError (naming the path and what is wrong) when
+        none is left, or when a checkpoint belongs to another config or model (all of a run's
+        checkpoints do then); nothing is written in any case.
         """
         epochs = self.epochs()
         if not epochs:
             raise CheckpointError(f"--resume: no checkpoint in {self.directory} (a run saves "
-                                  "them when train.checkpoint_every > 0)")
-        epoch, path, manager = epochs[-1], self.path(epochs[-1]), self._manager
+                                  "them when train.checkpoint_every > 0, and on Ctrl-C)")
+        self.skipped = []
+        for epoch in reversed(epochs):
+            try:
+                return self._restore(epoch, template)
+            except CorruptCheckpoint as e:
+                self.skipped.append(str(e))
+        raise CheckpointError(f"--resume: no checkpoint in {self.directory} verifies: "
+                              + " | ".join(self.skipped))
+
+    def _restore(self, epoch: int, template: TrainState) -> tuple[TrainState, Progress, str]:
+        path, manager = self.path(epoch), self._manager
         try:
             raw = manager.restore(epoch, args=ocp.args.Composite(run=ocp.args.JsonRestore()))
             progress, saved_cfg, checksums = progress_from_dict(raw["run"])
         except Exception as e:  # noqa: BLE001 - any failure to read is reported the same way
-            raise CheckpointError(f"checkpoint {path} is unreadable or corrupt (its run record "
-                                  f"could not be read: {_short(e)})") from e
+            raise CorruptCheckpoint(f"checkpoint {path} is unreadable or corrupt (its run "
+                                    f"record could not be read: {_short(e)})") from e
         diff = config_differences(saved_cfg, self.cfg)
         if diff:
             raise CheckpointError(f"checkpoint {path} was written with another config; "
                                   f"differences (checkpoint -> this run): {'; '.join(diff)}")
         target = abstract_state(template)
         try:
-            _check_structure(manager.item_metadata(epoch)["state"], target, path)
+            saved_metadata = manager.item_metadata(epoch)["state"]
+        except Exception as e:  # noqa: BLE001
+            raise CorruptCheckpoint(f"checkpoint {path} is unreadable or corrupt (no array "
+                                    f"metadata: {_short(e)})") from e
+        _check_structure(saved_metadata, target, path)
+        try:
             restored = manager.restore(epoch, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target)))
-        except CheckpointError:
-            raise
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {path} is unreadable or corrupt, or was written "
-                                  f"for another model: {_short(e)}") from e
+            raise CorruptCheckpoint(f"checkpoint {path} is unreadable or corrupt: "
+                                    f"{_short(e)}") from e
         state = restored["state"]
         if state_checksums(state) != checksums:
-            raise CheckpointError(f"checkpoint {path} is corrupt: its arrays do not match the "
-                                  "checksums recorded when it was saved")
+            raise CorruptCheckpoint(f"checkpoint {path} is corrupt: its arrays do not match "
+                                    "the checksums recorded when it was saved")
         if int(state.epoch) != epoch:
-            raise CheckpointError(f"checkpoint {path} holds epoch {int(state.epoch)}, not "
-                                  f"{epoch}: the folder was renamed or is corrupt")
+            raise CorruptCheckpoint(f"checkpoint {path} holds epoch {int(state.epoch)}, not "
+                                    f"{epoch}: the folder was renamed or is corrupt")
         self.set_best(progress.selection.best_epoch)
         return state, progress, path
 

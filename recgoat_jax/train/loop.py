@@ -1,16 +1,19 @@
 """The run loop: train epochs, evaluate on schedule, select a model, write the run's outputs.
 
-Outputs in `out_dir`: config.toml (resolved), metrics.jsonl (one line per epoch), result.json,
-and with ``train.checkpoint_every > 0`` checkpoints/ (`recgoat_jax.train.checkpoint`).
-Data-parallel over ``train.n_devices`` devices (`recgoat_jax.train.parallel`); with several
-processes (`recgoat_jax.train.distributed`) only process 0 writes files.
+Outputs in `out_dir` (`recgoat_jax.train.run_dir` describes each file): config.toml,
+metrics.jsonl, result.json, train.log, best/ (the selected epoch's parameters), and with
+``train.checkpoint_every > 0`` (or after Ctrl-C) checkpoints/. Data-parallel over
+``train.n_devices`` devices (`recgoat_jax.train.parallel`); with several processes
+(`recgoat_jax.train.distributed`) only process 0 writes files.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import signal
 import statistics
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,15 +24,17 @@ from tqdm.auto import tqdm
 from recgoat_jax import config as config_lib
 from recgoat_jax.config import RunConfig
 from recgoat_jax.data import Dataset
+from recgoat_jax.data.load import data_source
 from recgoat_jax.eval import protocol as protocol_lib
 from recgoat_jax.eval.ranking import RankingEvaluator
 from recgoat_jax.io_utils import JsonlWriter, atomic_write_json, atomic_write_text
 from recgoat_jax.models import Recommender, build_model
 from recgoat_jax.models.base import compute_dtype
-from recgoat_jax.train import distributed, parallel
+from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.checkpoint import CheckpointError, Checkpointer, Progress
 from recgoat_jax.train.epoch import make_epoch_fn
 from recgoat_jax.train.guard import check_epoch
+from recgoat_jax.train.preflight import check_run, step_batch_size
 from recgoat_jax.train.state import TrainState, init_state, make_optimizer
 
 
@@ -37,30 +42,47 @@ def count_params(params) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C stopped a run after a whole epoch; `checkpoint` is where it was saved (None when
+    the run had no output folder)."""
+
+    def __init__(self, epoch: int, checkpoint: str | None):
+        self.epoch, self.checkpoint = epoch, checkpoint
+        where = f"; checkpoint saved in {checkpoint}" if checkpoint else ""
+        super().__init__(f"interrupted after epoch {epoch}{where}")
+
+
 class Trainer:
     """Holds the compiled functions of one run; `run()` trains and returns the result dict.
 
     `mesh`: the data-parallel mesh; None builds one of ``train.n_devices`` devices.
+    Raises ConfigError (before anything is compiled) when `cfg` cannot run on `dataset`.
     """
 
     def __init__(self, cfg: RunConfig, dataset: Dataset, model: Recommender | None = None,
                  mesh=None):
         distributed.initialize(cfg.distributed)
-        compute_dtype(cfg.train.precision)  # ConfigError on an unknown precision, any model
+        compute_dtype(cfg.train.precision)  # ValueError on an unknown precision, any model
+        if model is None:
+            check_run(cfg, dataset)
         self.cfg, self.dataset = cfg, dataset
         self.mesh = mesh if mesh is not None else parallel.make_mesh(cfg.train.n_devices)
-        parallel.check_divisible("train.batch_size", cfg.train.batch_size, self.mesh)
+        self.batch_size = step_batch_size(cfg.train.batch_size, len(dataset.train),
+                                          parallel.data_size(self.mesh))
+        parallel.check_divisible("train.batch_size", self.batch_size, self.mesh)
         self.model = model or build_model(cfg, dataset)
         self.optimizer = make_optimizer(cfg.train)
         replicated = parallel.replicated(self.mesh)
         self.inputs = parallel.place(self.model.inputs, replicated)
         self.train_pairs = parallel.place(dataset.train.astype(np.int32), replicated)
         epoch_fn = make_epoch_fn(self.model, self.optimizer, dataset.n_items,
-                                 cfg.train.batch_size, constrain=parallel.constrain_batch(self.mesh))
+                                 self.batch_size, constrain=parallel.constrain_batch(self.mesh))
         self.epoch_fn = jax.jit(epoch_fn, in_shardings=replicated, out_shardings=replicated,
                                 donate_argnums=(0,))
         self.embed_fn = jax.jit(self.model.embed, in_shardings=replicated,
                                 out_shardings=replicated)
+        diagnostics = getattr(self.model, "diagnostics", None)
+        self.diagnostics_fn = jax.jit(diagnostics) if diagnostics else None
         ev = cfg.eval
         self.evaluators = {
             split: RankingEvaluator(dataset.n_users, dataset.n_items, dataset.train,
@@ -93,117 +115,234 @@ class Trainer:
         stats = {k: float(v) for k, v in parallel.to_host(stats).items()}
         return state, stats, time.perf_counter() - t0
 
-    def run(self, out_dir: str | Path | None = None, progress: bool = True,
-            resume: bool = False) -> dict:
-        """Train (or, with `resume`, continue from the newest checkpoint in `out_dir`).
+    def diagnostics(self, params) -> dict[str, float]:
+        """The model's scalar diagnostics of `params` (fusion weights, gate share), or {}."""
+        if self.diagnostics_fn is None:
+            return {}
+        return {k: float(v) for k, v in parallel.to_host(self.diagnostics_fn(params)).items()}
 
-        Returns result.json's content. A resumed run gives the same parameters, metrics and
-        metrics.jsonl lines as one that was never interrupted (only timings differ).
+    def run(self, out_dir: str | Path | None = None, progress: bool = True,
+            resume: bool = False, overwrite: bool = False) -> dict:
+        """Train (or, with `resume`, continue from the newest checkpoint in `out_dir` that
+        verifies); returns result.json's content.
+
+        A resumed run gives the same parameters, metrics and metrics.jsonl lines as one that
+        was never interrupted (only timings differ). An `out_dir` holding a finished run is
+        refused (run_dir.RunExists) unless `overwrite`. Ctrl-C ends the run after the epoch
+        in progress with a checkpoint (RunInterrupted); a second Ctrl-C aborts at once.
         """
         cfg, ev = self.cfg, self.cfg.eval
         out = Path(out_dir).absolute() if out_dir else None
         if resume and out is None:
             raise ValueError("resume=True needs the out_dir of the run to continue")
+        main = distributed.is_main_process()
+        if out and main and not resume:
+            if (out / "result.json").exists() and not overwrite:
+                run_dir.prepare(out, resume=False, overwrite=False)  # raises RunExists
+            if overwrite:
+                run_dir.prepare(out, resume=False, overwrite=True)
         every_ckpt = cfg.train.checkpoint_every
         checkpointer = (Checkpointer(out / "checkpoints", cfg, cfg.train.max_to_keep)
                         if out and (every_ckpt > 0 or resume) else None)
         state = self.init_state()
         record = Progress(selection=protocol_lib.init_early_stopping(ev.protocol))
-        last_checkpoint = None
-        if resume:  # raises before anything is written when the checkpoint does not fit
+        last_checkpoint, notes = None, []
+        if resume:  # raises before anything is written when no checkpoint fits
             state, record, last_checkpoint = checkpointer.restore_latest(state)
+            notes += [f"skipped {why}" for why in checkpointer.skipped]
         elif checkpointer and checkpointer.epochs():
             raise CheckpointError(f"{checkpointer.directory} holds checkpoints of an earlier "
-                                  "run: continue it with --resume, or use another --out")
-        writer = None
-        if out and distributed.is_main_process():
+                                  "run: continue it with --resume, replace it with "
+                                  "--overwrite, or use another --out")
+        writer = log = tensorboard = None
+        if out and main:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "config.toml", config_lib.dumps(cfg))
+            removed = run_dir.prepare(out, resume=resume, overwrite=False)
             if resume:
-                _keep_metric_lines(out / "metrics.jsonl", int(state.epoch))
+                note = run_dir.keep_metric_lines(out / "metrics.jsonl", int(state.epoch))
+                notes += [note] if note else []
+            log = run_dir.open_log(out, resume)
+            atomic_write_text(out / "config.toml", config_lib.dumps(cfg))
             writer = JsonlWriter(out / "metrics.jsonl", "a" if resume else "w")
+            if cfg.train.tensorboard:
+                from recgoat_jax.viz.tensorboard import TensorBoardWriter
+                tensorboard = TensorBoardWriter(out / "tensorboard")
+            if removed and not resume:
+                notes.append(f"removed the files of an unfinished earlier run: {removed}")
+        say = _Reporter(log, progress and main)
+        for note in notes:
+            say(note)
+        if resume:
+            say(f"resumed from {last_checkpoint} (epoch {int(state.epoch)})")
+        say(f"{self.model.name} on {self.dataset.name}: {self.dataset.n_users} users, "
+            f"{self.dataset.n_items} items, {len(self.dataset.train)} training pairs; "
+            f"{count_params(state.params)} parameters; devices {parallel.data_size(self.mesh)}")
+        if self.batch_size != cfg.train.batch_size:
+            say(f"train.batch_size = {cfg.train.batch_size} is larger than the "
+                f"{len(self.dataset.train)} training pairs: each step uses {self.batch_size} rows")
         selection, stats, stop = record.selection, dict(record.last_stats), record.stopped
         times, compile_epochs = list(record.epoch_times), list(record.compile_epochs)
         every = ev.every or None  # 0: the protocol's default (1 mmrec, 20 reference)
         splits = ("test",) if ev.protocol == "reference" else ("valid", "test")
         epochs = cfg.train.epochs if self.model.trainable else 0
+        metric = self.metric or config_lib.selection_metric(cfg)
         last_metrics: dict = {}
         t_start = time.perf_counter()
         first = int(state.epoch) + 1
         bar = tqdm(range(first, max(epochs, first - 1) + 1), desc=f"{self.model.name}",
-                   disable=not progress or stop or not distributed.is_main_process(),
+                   disable=not progress or stop or not main,
                    dynamic_ncols=True, initial=first - 1, total=epochs)
+
+        def save_checkpoint(epoch, improved):
+            nonlocal checkpointer
+            if checkpointer is None:  # Ctrl-C without periodic checkpoints
+                checkpointer = Checkpointer(out / "checkpoints", cfg, cfg.train.max_to_keep)
+            if improved:
+                checkpointer.set_best(epoch)
+            return checkpointer.save(epoch, state, Progress(
+                selection=selection, epoch_times=tuple(times),
+                compile_epochs=tuple(compile_epochs), last_stats=stats, stopped=stop))
+
+        interrupt = _InterruptFlag()
         try:
-            for epoch in ([] if stop else bar):
-                state, stats, seconds = self.train_epoch(state)
-                times.append(seconds)
-                if epoch == first:  # this process's first call compiled the epoch
-                    compile_epochs.append(epoch)
-                check_epoch(epoch, stats, last_checkpoint=last_checkpoint)
-                line = {"epoch": epoch, "seconds": seconds, **stats}
-                improved = False
-                if protocol_lib.should_evaluate(ev.protocol, epoch - 1, every):
-                    metrics = self.evaluate(state.params, splits)
-                    selection, improved, stop = protocol_lib.update(
-                        selection, epoch, metrics.get("valid"), metrics.get("test"),
-                        metric=self.metric, patience=ev.patience)
-                    line.update({f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()})
-                    last_metrics = metrics
-                if writer:
-                    writer.write(line)
-                if checkpointer and every_ckpt > 0 and (
-                        improved or epoch % every_ckpt == 0 or epoch == epochs or stop):
-                    if improved:
-                        checkpointer.set_best(epoch)
-                    last_checkpoint = checkpointer.save(
-                        epoch, state, Progress(
-                            selection=selection, epoch_times=tuple(times),
-                            compile_epochs=tuple(compile_epochs), last_stats=stats,
-                            stopped=stop))
-                bar.set_postfix(loss=f"{stats['loss']:.4f}",
-                                **_postfix(last_metrics, self.metric or "recall@20"))
-                if stop:
-                    break
+            with interrupt:
+                for epoch in ([] if stop else bar):
+                    state, stats, seconds = self.train_epoch(state)
+                    times.append(seconds)
+                    if epoch == first:  # this process's first call compiled the epoch
+                        compile_epochs.append(epoch)
+                    check_epoch(epoch, stats, last_checkpoint=last_checkpoint)
+                    line = {"epoch": epoch, "seconds": seconds, **stats,
+                            **self.diagnostics(state.params)}
+                    improved = False
+                    if protocol_lib.should_evaluate(ev.protocol, epoch, every) or epoch == epochs:
+                        metrics = self.evaluate(state.params, splits)
+                        selection, improved, stop = protocol_lib.update(
+                            selection, epoch, metrics.get("valid"), metrics.get("test"),
+                            metric=self.metric, patience=ev.patience)
+                        line.update({f"{s}/{k}": v for s, m in metrics.items()
+                                     for k, v in m.items()})
+                        last_metrics = metrics
+                        if improved and out and main:
+                            run_dir.save_best(out, parallel.to_host(state.params), epoch,
+                                              selection.metric, selection.best_value)
+                    if writer:
+                        writer.write(line)
+                    if tensorboard:
+                        tensorboard.write(epoch, line)
+                    say.epoch(line, metric, improved)
+                    if checkpointer and every_ckpt > 0 and (
+                            improved or epoch % every_ckpt == 0 or epoch == epochs or stop):
+                        last_checkpoint = save_checkpoint(epoch, improved)
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}", **_postfix(last_metrics, metric))
+                    if stop:
+                        say(f"early stopping after epoch {epoch}: {ev.patience + 1} "
+                            f"evaluations without a better valid {metric}")
+                        break
+                    if interrupt.requested:
+                        path = (last_checkpoint if last_checkpoint and last_checkpoint.endswith(
+                            f"/{epoch}") else save_checkpoint(epoch, False)) if out else None
+                        say(f"interrupted after epoch {epoch}" +
+                            (f": checkpoint {path}" if path else ""))
+                        raise RunInterrupted(epoch, path)
             if epochs == 0:  # nothing to train (popularity): evaluate once
                 metrics = self.evaluate(state.params, ("valid", "test"))
                 selection, _, _ = protocol_lib.update(selection, 0, metrics.get("valid"),
                                                       metrics.get("test"), metric=self.metric)
+                if out and main:
+                    run_dir.save_best(out, parallel.to_host(state.params), 0, selection.metric,
+                                      selection.best_value)
+        except BaseException:
+            if log:
+                run_dir.close_log(log)
+            raise
         finally:
             bar.close()
-            if writer:
-                writer.close()
-            if checkpointer:
-                checkpointer.close()  # waits for the asynchronous saves
+            for closable in (writer, tensorboard, checkpointer):  # checkpointer: waits for saves
+                if closable:
+                    closable.close()
         result = {
             "model": self.model.name,
             "dataset": self.dataset.name,
             **protocol_lib.selection_result(selection),
             "epochs_run": len(times),
+            "step_batch_size": self.batch_size,
             "first_epoch_seconds": times[0] if times else 0.0,
             "epoch_seconds_median": _median_without_compiles(times, compile_epochs),
             "wall_seconds": time.perf_counter() - t_start,
             "n_params": count_params(state.params),
             "final_loss": float(stats["loss"]) if times else math.nan,
+            "data_source": data_source(cfg.data),
+            **run_dir.provenance(self.mesh.devices.flat),
         }
-        if out and distributed.is_main_process():
+        if out and main:
+            saved = run_dir.best_epoch_saved(out)
+            result["best_params"] = "best/params.npz" if saved == selection.best_epoch else None
             atomic_write_json(out / "result.json", result)
+            say(f"best epoch {selection.best_epoch}: test {_brief(result['test'], metric)}; "
+                f"wrote {out}")
+            run_dir.close_log(log)
         self.state = state
         return result
+
+
+class _Reporter:
+    """train.log lines (and, with `echo`, the same above the progress bar)."""
+
+    def __init__(self, log, echo: bool):
+        self.log, self.echo = log, echo
+
+    def __call__(self, message: str) -> None:
+        if self.log:
+            self.log.info(message)
+        if self.echo:
+            tqdm.write(message, file=sys.stderr)
+
+    def epoch(self, line: dict, metric: str, improved: bool) -> None:
+        if not self.log:
+            return
+        terms = "  ".join(f"{k} {v:.4g}" for k, v in line.items()
+                          if k not in ("epoch", "seconds", "finite") and "/" not in k)
+        text = f"epoch {line['epoch']}  {line['seconds']:.2f} s  {terms}"
+        for split in ("valid", "test"):
+            if f"{split}/{metric}" in line:
+                text += f"  {split}/{metric} {line[f'{split}/{metric}']:.4f}"
+        self.log.info(text + ("  (best)" if improved else ""))
+
+
+class _InterruptFlag:
+    """While entered (main thread only), the first Ctrl-C sets `requested` and the loop stops
+    after the epoch in progress; a second one raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.requested, self._previous = False, None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("Ctrl-C: stopping after this epoch and saving a checkpoint "
+                   "(Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _brief(metrics: dict, metric: str) -> str:
+    return f"{metric} {metrics[metric]:.4f}" if metric in metrics else "not evaluated"
 
 
 def _median_without_compiles(times: list[float], compile_epochs: list[int]) -> float:
     """Median epoch time over the epochs that did not compile (all of them if none)."""
     steady = [t for epoch, t in enumerate(times, 1) if epoch not in compile_epochs]
     return statistics.median(steady or times) if times else 0.0
-
-
-def _keep_metric_lines(path: Path, last_epoch: int) -> None:
-    """Drop the metrics.jsonl lines of epochs after `last_epoch` (trained again on resume)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["epoch"] <= last_epoch]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _postfix(metrics: dict, metric: str) -> dict:
@@ -215,8 +354,8 @@ def _postfix(metrics: dict, metric: str) -> dict:
 
 
 def train(cfg: RunConfig, dataset: Dataset, out_dir=None, progress: bool = True,
-          resume: bool = False) -> dict:
+          resume: bool = False, overwrite: bool = False) -> dict:
     """Train `cfg.model.name` on `dataset` (continue the run in `out_dir` with `resume`);
     return result.json's content."""
     distributed.initialize(cfg.distributed)
-    return Trainer(cfg, dataset).run(out_dir, progress, resume=resume)
+    return Trainer(cfg, dataset).run(out_dir, progress, resume=resume, overwrite=overwrite)

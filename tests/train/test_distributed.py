@@ -1,0 +1,120 @@
+"""Multi-host training: 2 processes on localhost under jax.distributed (CPU, gloo collectives).
+
+Run as a script (`python tests/test_distributed.py <port> <process_id> <out_dir>`), this file
+is one of the two worker processes: it trains through `train()` with the `[distributed]`
+config section filled in, and process 0 writes metrics.jsonl.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recgoat_jax import config as C
+from recgoat_jax.config import ConfigError, DistributedConfig
+from recgoat_jax.train import distributed
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = ["data.preset=tiny", "train.batch_size=128", "model.dim=16", "eval.ks=[5, 10, 20]",
+       "eval.user_batch=32", "model.name=lightgcn", "model.n_layers=1", "train.lr=0.01",
+       "train.epochs=3", "train.checkpoint_every=1"]
+WORKER_DEVICES = 2  # per process: 4 devices in all
+TIMEOUT_S = 240
+
+
+def test_initialize_arguments_from_config_then_environment():
+    env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4",
+           "JAX_PROCESS_ID": "2"}
+    assert distributed.initialize_arguments(DistributedConfig(enabled=True), env) == {
+        "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2}
+    cfg = DistributedConfig(enabled=True, coordinator_address="host:99", num_processes=2,
+                            process_id=0)
+    assert distributed.initialize_arguments(cfg, env) == {
+        "coordinator_address": "host:99", "num_processes": 2, "process_id": 0}
+    # nothing anywhere: None, so that jax detects the cluster (TPU pod, SLURM, Open MPI)
+    assert distributed.initialize_arguments(DistributedConfig(enabled=True), {}) == {
+        "coordinator_address": None, "num_processes": None, "process_id": None}
+    with pytest.raises(ConfigError, match="distributed.process_id must be in \\[0, 2\\)"):
+        distributed.initialize_arguments(DistributedConfig(num_processes=2, process_id=2), {})
+    with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES='four'"):
+        distributed.initialize_arguments(DistributedConfig(), {"JAX_NUM_PROCESSES": "four"})
+    assert not distributed.wanted(DistributedConfig(), {})
+    assert distributed.wanted(DistributedConfig(), {"RECGOAT_DISTRIBUTED": "1"})
+    assert distributed.wanted(DistributedConfig(enabled=True), {})
+    assert distributed.initialize(DistributedConfig(), {}) is False  # single-process: no-op
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))  # the OS picks a free port at random
+        return s.getsockname()[1]
+
+
+def test_two_processes_reproduce_the_one_process_run(tmp_path):
+    from recgoat_jax.data.synthetic import generate
+    from recgoat_jax.train.loop import Trainer
+
+    port, out = _free_port(), tmp_path / "two"
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={WORKER_DEVICES}"}
+    env.pop("RECGOAT_DISTRIBUTED", None)
+    logs = [open(tmp_path / f"worker{i}.log", "wb") for i in range(2)]
+    workers = [subprocess.Popen([sys.executable, __file__, str(port), str(i), str(out)],
+                                env=env, stdout=logs[i], stderr=subprocess.STDOUT)
+               for i in range(2)]
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        # until both finish; a failed worker would leave the other waiting for it: stop then
+        while any(w.poll() is None for w in workers) and \
+                not any(w.returncode for w in workers):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the 2-process run took more than {TIMEOUT_S} s")
+            time.sleep(0.2)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait(timeout=30)
+        for f in logs:
+            f.close()
+    if any(w.returncode for w in workers):
+        pytest.fail("\n".join(f"worker {i} exited {w.returncode}:\n"
+                              + (tmp_path / f"worker{i}.log").read_text()[-3000:]
+                              for i, w in enumerate(workers)))
+    two = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    two_result = json.loads((out / "result.json").read_text())
+    assert two_result["epochs_run"] == 3
+    # the checkpoint both processes wrote together resumes in one process (8 devices here)
+    resumed = Trainer(C.load(None, RUN), generate("tiny")).run(out, progress=False, resume=True)
+    assert resumed["epochs_run"] == 3 and resumed["test"] == two_result["test"]
+
+    reference = tmp_path / "one"
+    Trainer(C.load(None, RUN + ["train.n_devices=1"]), generate("tiny")).run(
+        reference, progress=False)
+    one = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in two] == [1, 2, 3]
+    for a, b in zip(one, two, strict=True):
+        for key in ("loss", "bpr", "reg", "valid/recall@20", "test/ndcg@20", "test/recall@10"):
+            assert b[key] == pytest.approx(a[key], abs=1e-5), (a["epoch"], key)
+
+
+def _worker(port: str, process_id: str, out: str) -> None:
+    import jax
+
+    from recgoat_jax.data.synthetic import generate
+    from recgoat_jax.train.loop import train
+
+    cfg = C.load(None, RUN + ["distributed.enabled=true",
+                              f'distributed.coordinator_address="localhost:{port}"',
+                              "distributed.num_processes=2", f"distributed.process_id={process_id}"])
+    train(cfg, generate("tiny"), out, progress=False)
+    assert jax.process_count() == 2 and jax.device_count() == 2 * WORKER_DEVICES
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:4])
