@@ -333,6 +333,10 @@ def _check_rules(cfg: RunConfig) -> None:
     if cfg.model.name == "recgoat" and cfg.model.dim % cfg.model.gat_heads:
         raise ConfigError(f"'model.gat_heads' = {cfg.model.gat_heads} must divide model.dim "
                           f"= {cfg.model.dim}")
+    if cfg.model.name == "recgoat" and cfg.model.oat.solver == "lowrank" \
+            and cfg.model.oat.rank > cfg.model.dim:
+        raise ConfigError(f"'model.oat.rank' = {cfg.model.oat.rank} must be <= model.dim "
+                          f"= {cfg.model.dim}")
     if cfg.model.name == "recgoat":
         from recgoat_jax.ot.plan import PlanOptions  # its construction checks the solver's rules
         oat = dataclasses.asdict(cfg.model.oat)

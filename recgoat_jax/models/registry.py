@@ -62,10 +62,7 @@ def recgoat_module(cfg: RunConfig, n_users: int, n_items: int, modalities: tuple
     """The `RecGOAT` flax module that `cfg.model` (and `cfg.train.precision`) describe."""
     from recgoat_jax.models.recgoat import RecGOAT
     c = cfg.model
-    if c.oat.solver == "lowrank" and c.oat.rank > c.dim:
-        raise ConfigError(f"model.oat.rank must be <= model.dim ({c.dim}), got {c.oat.rank}")
-    if user_modalities and not 0.0 < c.user_gate_init < 1.0:
-        raise ConfigError(f"model.user_gate_init must be in (0, 1), got {c.user_gate_init}")
+    # config.load has checked every value (user_gate_init in (0, 1), oat.rank <= dim, ...)
     try:
         dtype = compute_dtype(cfg.train.precision)
     except ValueError as e:
