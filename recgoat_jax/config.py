@@ -346,7 +346,7 @@ def _check_rules(cfg: RunConfig) -> None:
             raise ConfigError(f"model.oat.{e}") from None
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -401,7 +401,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Ru
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         key, text = item.split("=", 1)
-        _set_path(raw, key.strip(), _parse_value(text.strip()))
+        _set_path(raw, key.strip(), parse_value(text.strip()))
     try:
         return from_dict(raw)
     except ConfigError as e:

@@ -1,7 +1,8 @@
 """`recgoat-jax` command line.
 
 One module per command group, each with `add_parser(subparsers)`:
-  train.py      train (and --resume)               evaluate.py  evaluate --run | --params
+  train.py      train (and --resume)               sweep.py     many runs as one program
+  evaluate.py   evaluate --run | --params
   recommend.py  recommend top-K items              data.py      data stats
   config.py     config show | keys | presets       plot.py      plot curves of runs
   convert.py    torch state_dict <-> .npz          features.py  encode items, profiles ...
@@ -17,10 +18,10 @@ import sys
 
 from recgoat_jax import __version__
 from recgoat_jax.cli import (config as config_cmd, convert, data, evaluate, features, plot,
-                             recommend, train)
+                             recommend, sweep, train)
 from recgoat_jax.cli.common import CliError
 
-COMMAND_GROUPS = (train, evaluate, recommend, data, config_cmd, plot, convert, features)
+COMMAND_GROUPS = (train, sweep, evaluate, recommend, data, config_cmd, plot, convert, features)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -37,6 +38,13 @@ class Recommender:
     diagnostics(params) -> {name: scalar}: optional, what a model wants plotted beside its
       loss terms (RecGOAT: ``fusion_weight_<m>`` per modality, ``user_gate_share`` with the
       user side on); pure, cheap, jit-able. None when the model has nothing to report.
+    hyper: the continuous hyperparameters `loss_with` and `init_with` accept, as
+      {config key: this model's value}, e.g. {"loss.decay": 1e-4}; a sweep trains members
+      that differ only in these as one program (`recgoat_jax.sweep`).
+    loss_with(values) -> a loss function like `loss`, reading the hyperparameters in `values`
+      ({key: scalar}, jax arrays allowed: traced per member) instead of `hyper`'s.
+    init_with(params, values) -> params with the initial values that `values` set (e.g. the
+      fusion weights' starting values); the identity for keys it does not hold.
     """
 
     name: str
@@ -46,6 +54,9 @@ class Recommender:
     inputs: Inputs
     trainable: bool = True
     diagnostics: Callable[[Params], dict[str, jax.Array]] | None = None
+    hyper: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    loss_with: Callable[[Mapping[str, Any]], Callable] | None = None
+    init_with: Callable[[Params, Mapping[str, Any]], Params] | None = None
 
 
 PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}

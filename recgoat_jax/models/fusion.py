@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recgoat_jax.losses import l2_normalize
 from recgoat_jax.ot.cost import feature_cost
@@ -56,6 +57,18 @@ def mix_weights(raw: jax.Array, weights: str) -> tuple[jax.Array, jax.Array]:
     raise ValueError(f"fusion weights must be one of {WEIGHTINGS}, got {weights!r}")
 
 
+def initial_params(initial_weights, weights: str, xp=jnp) -> jax.Array:
+    """The raw ``weight_<m>`` parameters [M] that start the fusion at `initial_weights` (one
+    per modality; jax arrays allowed, or `xp=numpy` for plain numbers while a module is being
+    traced). "softmax": logits relative to the ID embedding's 0, so the softmax starts at the
+    same weights."""
+    w = xp.stack([xp.asarray(x, xp.float32) for x in initial_weights])
+    if weights == "softmax":
+        w_cf = xp.maximum(1.0 - xp.sum(w), xp.float32(1e-3))
+        return xp.log(w / w_cf)
+    return w
+
+
 class OATFusion(nn.Module):
     """Parameters: ``delta_<m>`` [d, d] (xavier-uniform), ``weight_<m>`` [] (the reference's
     alpha / beta), ``ln`` (LayerNorm scale / bias [d]). `dtype`: operand dtype of the
@@ -94,9 +107,4 @@ class OATFusion(nn.Module):
         return l2_normalize(z), plans
 
     def _init_param(self, k: int) -> float:
-        w = self.options.initial_weights[k]
-        if self.options.weights == "softmax":
-            # logits relative to the ID embedding's 0, so that softmax starts at the same weights
-            w_cf = max(1.0 - sum(self.options.initial_weights), 1e-3)
-            return float(jnp.log(w / w_cf))
-        return w
+        return float(initial_params(self.options.initial_weights, self.options.weights, np)[k])

@@ -29,9 +29,13 @@ def lightgcn(dataset: Dataset, *, dim: int, n_layers: int, init_std: float,
     def embed(params, inputs):
         return propagate_ids(params, inputs.get("graph"), n_layers)
 
-    def loss(params, inputs, batch, key):
-        z_user, z_item = embed(params, inputs)
-        return losses.bpr_with_l2(z_user, z_item, params, batch.users, batch.pos, batch.neg,
-                                  batch.mask, decay)
+    def loss_with(values):
+        def loss(params, inputs, batch, key):
+            z_user, z_item = embed(params, inputs)
+            return losses.bpr_with_l2(z_user, z_item, params, batch.users, batch.pos,
+                                      batch.neg, batch.mask, values.get("loss.decay", decay))
+        return loss
 
-    return Recommender(name=name, init=init, loss=loss, embed=embed, inputs=inputs)
+    hyper = {"loss.decay": decay}
+    return Recommender(name=name, init=init, loss=loss_with(hyper), embed=embed, inputs=inputs,
+                       hyper=hyper, loss_with=loss_with)

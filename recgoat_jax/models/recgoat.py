@@ -28,7 +28,7 @@ from recgoat_jax.graph.bipartite import normalized_user_item_graph
 from recgoat_jax.graph.gat import ModalityBranch
 from recgoat_jax.graph.knn import knn_graph
 from recgoat_jax.models.base import Batch, Recommender
-from recgoat_jax.models.fusion import FusionOptions, OATFusion, mix_weights
+from recgoat_jax.models.fusion import FusionOptions, OATFusion, initial_params, mix_weights
 from recgoat_jax.models.ids import IdEmbeddings, propagate_ids
 from recgoat_jax.ot.distribution import ot_loss
 from recgoat_jax.ot.plan import plan_diagnostics
@@ -181,7 +181,7 @@ def recgoat_loss(options: LossOptions, out: dict, batch: Batch) -> tuple[jax.Arr
     if cl is not None:
         terms["cl"] = cl
         total = total + lc.cl_weight * cl
-    if lc.ot_loss != "none" and lc.ot_weight > 0:
+    if lc.ot_loss != "none":
         # The batch is a random sample of pairs, so its first `ot_rows` rows are one too: the
         # O(B^2) Sinkhorn between point clouds then costs (ot_rows / B)^2 of the full batch's.
         rows = batch.pos[: lc.ot_rows] if lc.ot_rows > 0 else batch.pos
@@ -206,37 +206,74 @@ def diagnostics(module: RecGOAT, params) -> dict[str, jax.Array]:
     return out
 
 
-def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions) -> Recommender:
+# LossOptions fields a sweep may vary per member (continuous, no shape or code path changes)
+MEMBER_LOSS_FIELDS = ("decay", "cl_weight", "modality_weight", "temperature", "ot_weight")
+
+
+def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions,
+                        initial_weight_keys: tuple[str, ...] = ()) -> Recommender:
     """The `Recommender` of a RecGOAT module and the inputs `build_inputs` made for it.
 
     Loss terms: bpr, reg, cl (unless contrastive is "none"), ot (when on), and per modality
     ``plan_<m>_sum`` (the plan's mass: 0 or NaN flags a broken plan) and
     ``plan_<m>_marginal_error`` (`plan_diagnostics`' largest deviation of a row or column sum
     from its target marginal; no gradient flows through either).
+    `initial_weight_keys`: the config key of each modality's initial fusion weight (in the
+    module's order), for `hyper` / `init_with`; () leaves them out.
     """
     plan_scale = module.fusion.plan.plan_scale
+    fields = [f for f in MEMBER_LOSS_FIELDS
+              if not (f == "ot_weight" and loss_options.ot_loss == "none")
+              and not (f in ("cl_weight", "modality_weight", "temperature")
+                       and loss_options.contrastive == "none")]
+    hyper = {f"loss.{f}": getattr(loss_options, f) for f in fields}
+    hyper.update({key: w for key, w in zip(initial_weight_keys,
+                                           module.fusion.initial_weights)})
+    if module.user_modalities:
+        hyper["model.user_gate_init"] = module.user_gate_init
 
     def init(key):
         return module.init({"params": key}, inputs, deterministic=True)["params"]
+
+    def init_with(params, values):
+        """`params` with the fusion weights and the user gate starting at `values`."""
+        params = jax.tree.map(lambda x: x, params)  # a copy of the containers
+        if any(key in values for key in initial_weight_keys):
+            weights = [values.get(key, base) for key, base in
+                       zip(initial_weight_keys, module.fusion.initial_weights)]
+            raw = initial_params(weights, module.fusion.weights)
+            for k, m in enumerate(module.modalities):
+                params["fuse"][f"weight_{m}"] = raw[k]
+        if module.user_modalities and "model.user_gate_init" in values:
+            g = jnp.asarray(values["model.user_gate_init"], jnp.float32)
+            params["user_gate"] = jnp.log(g / (1.0 - g))
+        return params
 
     def forward(params, inputs, key=None):
         if key is None:
             return module.apply({"params": params}, inputs, deterministic=True)
         return module.apply({"params": params}, inputs, deterministic=False, rngs={"dropout": key})
 
-    def loss(params, inputs, batch, key):
-        out = forward(params, inputs, key)
-        total, terms = recgoat_loss(loss_options, out, batch)
-        # plan health, for the non-finite guard: a plan that is all zeros or NaN is reported
-        for m, plan in out["plans"].items():
-            terms[f"plan_{m}_sum"] = jnp.sum(plan)
-            terms[f"plan_{m}_marginal_error"] = plan_diagnostics(
-                jax.lax.stop_gradient(plan), plan_scale)["marginal_error"]
-        return total, terms
+    def loss_with(values):
+        options = dataclasses.replace(loss_options, **{
+            f: values[f"loss.{f}"] for f in fields if f"loss.{f}" in values})
+
+        def loss(params, inputs, batch, key):
+            out = forward(params, inputs, key)
+            total, terms = recgoat_loss(options, out, batch)
+            # plan health, for the non-finite guard: a plan that is all zeros or NaN is reported
+            for m, plan in out["plans"].items():
+                terms[f"plan_{m}_sum"] = jnp.sum(plan)
+                terms[f"plan_{m}_marginal_error"] = plan_diagnostics(
+                    jax.lax.stop_gradient(plan), plan_scale)["marginal_error"]
+            return total, terms
+
+        return loss
 
     def embed(params, inputs):
         out = forward(params, inputs)
         return out["z_user"], out["z_item"]
 
-    return Recommender(name="recgoat", init=init, loss=loss, embed=embed, inputs=inputs,
-                       diagnostics=lambda params: diagnostics(module, params))
+    return Recommender(name="recgoat", init=init, loss=loss_with(hyper), embed=embed,
+                       inputs=inputs, diagnostics=lambda params: diagnostics(module, params),
+                       hyper=hyper, loss_with=loss_with, init_with=init_with)

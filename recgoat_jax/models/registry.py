@@ -36,7 +36,7 @@ def plan_options(oat: OATConfig) -> PlanOptions:
 
 def initial_weight(oat: OATConfig, modality: str) -> float:
     """The reference's alpha (image) and beta (text); other modalities get oat.other_weight."""
-    return {"image": oat.alpha_image, "text": oat.beta_text}.get(modality, oat.other_weight)
+    return getattr(oat, initial_weight_key(modality).removeprefix("model.oat."))
 
 
 def fusion_options(oat: OATConfig, modalities: tuple[str, ...]) -> FusionOptions:
@@ -54,7 +54,18 @@ def fusion_options(oat: OATConfig, modalities: tuple[str, ...]) -> FusionOptions
 def recgoat_loss_options(loss: LossConfig):
     """`loss` -> RecGOAT's `LossOptions`."""
     from recgoat_jax.models.recgoat import LossOptions
+    if loss.ot_weight == 0:  # a zero weight turns the term off (not computed, not logged)
+        loss = dataclasses.replace(loss, ot_loss="none")
     return _options(LossOptions, loss, "loss.")
+
+
+# The fusion's initial weight of each modality, by config key (the reference's alpha / beta).
+INITIAL_WEIGHT_KEYS = {"image": "model.oat.alpha_image", "text": "model.oat.beta_text"}
+OTHER_WEIGHT_KEY = "model.oat.other_weight"
+
+
+def initial_weight_key(modality: str) -> str:
+    return INITIAL_WEIGHT_KEYS.get(modality, OTHER_WEIGHT_KEY)
 
 
 def recgoat_module(cfg: RunConfig, n_users: int, n_items: int, modalities: tuple[str, ...],
@@ -85,7 +96,9 @@ def build_recgoat(cfg: RunConfig, dataset: Dataset) -> Recommender:
     module = recgoat_module(cfg, dataset.n_users, dataset.n_items, modalities, user_modalities)
     inputs = recgoat.build_inputs(dataset, modalities, user_modalities, knn_k=cfg.model.knn_k,
                                   user_knn_k=cfg.model.user_knn_k, n_layers=cfg.model.n_layers)
-    return recgoat.recgoat_recommender(module, inputs, recgoat_loss_options(cfg.loss))
+    return recgoat.recgoat_recommender(
+        module, inputs, recgoat_loss_options(cfg.loss),
+        initial_weight_keys=tuple(initial_weight_key(m) for m in modalities))
 
 
 def build_lightgcn(cfg: RunConfig, dataset: Dataset, n_layers: int | None = None) -> Recommender:

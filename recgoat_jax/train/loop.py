@@ -52,6 +52,14 @@ class RunInterrupted(Exception):
         super().__init__(f"interrupted after epoch {epoch}{where}")
 
 
+def make_evaluators(dataset: Dataset, ev, mesh) -> dict[str, RankingEvaluator]:
+    """{split: full-ranking evaluator} for the non-empty valid / test splits."""
+    return {split: RankingEvaluator(dataset.n_users, dataset.n_items, dataset.train,
+                                    getattr(dataset, split), ks=ev.ks, user_batch=ev.user_batch,
+                                    mesh=mesh)
+            for split in ("valid", "test") if len(getattr(dataset, split))}
+
+
 class Trainer:
     """Holds the compiled functions of one run; `run()` trains and returns the result dict.
 
@@ -83,12 +91,7 @@ class Trainer:
                                 out_shardings=replicated)
         diagnostics = getattr(self.model, "diagnostics", None)
         self.diagnostics_fn = jax.jit(diagnostics) if diagnostics else None
-        ev = cfg.eval
-        self.evaluators = {
-            split: RankingEvaluator(dataset.n_users, dataset.n_items, dataset.train,
-                                    getattr(dataset, split), ks=ev.ks, user_batch=ev.user_batch,
-                                    mesh=self.mesh)
-            for split in ("valid", "test") if len(getattr(dataset, split))}
+        self.evaluators = make_evaluators(dataset, cfg.eval, self.mesh)
 
     @property
     def metric(self) -> str | None:
@@ -261,20 +264,10 @@ class Trainer:
             for closable in (writer, tensorboard, checkpointer):  # checkpointer: waits for saves
                 if closable:
                     closable.close()
-        result = {
-            "model": self.model.name,
-            "dataset": self.dataset.name,
-            **protocol_lib.selection_result(selection),
-            "epochs_run": len(times),
-            "step_batch_size": self.batch_size,
-            "first_epoch_seconds": times[0] if times else 0.0,
-            "epoch_seconds_median": _median_without_compiles(times, compile_epochs),
-            "wall_seconds": time.perf_counter() - t_start,
-            "n_params": count_params(state.params),
-            "final_loss": float(stats["loss"]) if times else math.nan,
-            "data_source": data_source(cfg.data),
-            **run_dir.provenance(self.mesh.devices.flat),
-        }
+        result = run_result(cfg, self.model.name, self.dataset.name, selection, times,
+                            compile_epochs, time.perf_counter() - t_start,
+                            count_params(state.params), stats, self.batch_size,
+                            self.mesh.devices.flat)
         if out and main:
             saved = run_dir.best_epoch_saved(out)
             result["best_params"] = "best/params.npz" if saved == selection.best_epoch else None
@@ -337,6 +330,26 @@ class _InterruptFlag:
 
 def _brief(metrics: dict, metric: str) -> str:
     return f"{metric} {metrics[metric]:.4f}" if metric in metrics else "not evaluated"
+
+
+def run_result(cfg: RunConfig, model_name: str, dataset_name: str, selection, times: list,
+               compile_epochs: list, wall_seconds: float, n_params: int, last_stats: dict,
+               batch_size: int, devices) -> dict:
+    """result.json's content (without "best_params", which the writer adds)."""
+    return {
+        "model": model_name,
+        "dataset": dataset_name,
+        **protocol_lib.selection_result(selection),
+        "epochs_run": len(times),
+        "step_batch_size": batch_size,
+        "first_epoch_seconds": times[0] if times else 0.0,
+        "epoch_seconds_median": _median_without_compiles(times, compile_epochs),
+        "wall_seconds": wall_seconds,
+        "n_params": n_params,
+        "final_loss": float(last_stats["loss"]) if times else math.nan,
+        "data_source": data_source(cfg.data),
+        **run_dir.provenance(devices),
+    }
 
 
 def _median_without_compiles(times: list[float], compile_epochs: list[int]) -> float:

@@ -1,0 +1,118 @@
+"""A whole sweep: check every group before anything is written, train group after group, write
+sweep.json / sweep.md beside the members' folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from recgoat_jax import config as config_lib
+from recgoat_jax.data.load import load_dataset, resolve_data
+from recgoat_jax.io_utils import atomic_write_json, atomic_write_text
+from recgoat_jax.models import build_model
+from recgoat_jax.sweep import report
+from recgoat_jax.sweep.engine import GroupTrainer
+from recgoat_jax.sweep.spec import Member, SweepError, groups
+from recgoat_jax.train import parallel
+from recgoat_jax.train.preflight import check_run
+
+
+def prepare(members: list[Member]) -> list[tuple[list[Member], object, object]]:
+    """(members, dataset, model) per group, every group checked (config against data, member
+    count against devices, per-member keys against the model): raises before any file is
+    written."""
+    datasets: dict = {}
+    planned = []
+    for group in groups(members):
+        base = resolve_data(group[0].cfg)
+        key = repr(base.data)
+        if key not in datasets:
+            datasets[key] = load_dataset(base.data)
+        dataset = datasets[key]
+        check_run(base, dataset)
+        n_dev = parallel.data_size(parallel.make_mesh(base.train.n_devices))
+        if len(group) % n_dev:
+            raise SweepError(f"a group of {len(group)} members ({group[0].name}, ...) cannot be "
+                             f"split over {n_dev} devices: use a multiple of {n_dev} members "
+                             "per group (seeds x configurations), or set train.n_devices")
+        planned.append((group, dataset, build_model(base, dataset)))
+    return planned
+
+
+def plan(members: list[Member]) -> dict:
+    """What a sweep trains, as sweep_plan.json records it (a resume must find the same)."""
+    return {"members": [{"name": m.name, "config_id": m.config_id, "settings": list(m.settings),
+                         "config": config_lib.to_dict(m.cfg)} for m in members]}
+
+
+def run_sweep(members: list[Member], out: Path, progress: bool = True, command: str = "",
+              resume: bool = False, overwrite: bool = False) -> dict:
+    """Train `members` into `out/<member.name>/`; returns sweep.json's content.
+
+    Groups are trained one after the other; with ``train.checkpoint_every > 0`` each saves
+    checkpoints under `out/checkpoints/<first member>/`, and `resume` continues an interrupted
+    sweep: finished groups are kept, the others continue from their newest checkpoint.
+    """
+    planned = prepare(members)
+    plan_file = out / "sweep_plan.json"
+    wanted = plan(members)
+    if resume:
+        if not plan_file.exists():
+            raise SweepError(f"--resume: {out} holds no sweep (no sweep_plan.json)")
+        if json.loads(plan_file.read_text()) != json.loads(json.dumps(wanted)):
+            raise SweepError(f"--resume: {plan_file} lists other members or configs than this "
+                             "command: repeat the interrupted command with --resume")
+    elif plan_file.exists() and not overwrite:
+        raise SweepError(f"--out {out} holds an unfinished sweep: continue it with --resume, "
+                         "replace it with --overwrite, or choose another --out")
+    if overwrite and out.is_dir():
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("sweep.json", "sweep.md"):
+        (out / name).unlink(missing_ok=True)
+    atomic_write_json(plan_file, wanted)
+    results: dict[str, dict] = {}
+    for index, (group, dataset, model) in enumerate(planned, 1):
+        finished = _finished_results(out, group) if resume else None
+        if finished:
+            results.update(finished)
+            continue
+        cfgs = [resolve_data(m.cfg) for m in group]
+        trainer = GroupTrainer(cfgs, dataset, model=model)
+        bar = tqdm(total=cfgs[0].train.epochs, disable=not progress, dynamic_ncols=True,
+                   desc=f"group {index}/{len(planned)} {model.name} x{len(group)}")
+
+        def tick(running, best, bar=bar):
+            bar.update(1)
+            bar.set_postfix(running=running, best_valid=f"{best:.4f}")
+
+        checkpoints = out / "checkpoints" / group[0].name
+        if not resume:
+            for m in group:
+                if (out / m.name).is_dir():
+                    shutil.rmtree(out / m.name)
+        group_results = trainer.run([out / m.name for m in group], progress=tick,
+                                    checkpoint_dir=checkpoints,
+                                    checkpoint_every=cfgs[0].train.checkpoint_every,
+                                    resume=resume)
+        bar.close()
+        results.update({m.name: r for m, r in zip(group, group_results)})
+    metric = config_lib.selection_metric(members[0].cfg)
+    summary = report.summarise(members, [results[m.name] for m in members], metric)
+    summary["command"] = command
+    summary["groups"] = [[m.name for m in group] for group, _, _ in planned]
+    atomic_write_json(out / "sweep.json", summary)
+    atomic_write_text(out / "sweep.md", report.markdown(summary, f"Sweep {out.name}"))
+    return summary
+
+
+def _finished_results(out: Path, group: list[Member]) -> dict | None:
+    """The result.json of every member of a group that finished before an interruption."""
+    files = [out / m.name / "result.json" for m in group]
+    if not all(f.exists() for f in files):
+        return None
+    return {m.name: json.loads(f.read_text()) for m, f in zip(group, files)}
