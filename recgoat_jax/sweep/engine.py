@@ -35,7 +35,7 @@ from recgoat_jax.eval import protocol as protocol_lib
 from recgoat_jax.io_utils import JsonlWriter, atomic_write_json, atomic_write_text
 from recgoat_jax.models import build_model
 from recgoat_jax.sweep.spec import SweepError, varying_keys
-from recgoat_jax.train import parallel, run_dir
+from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.epoch import make_epoch_fn
 from recgoat_jax.train.guard import check_epoch
 from recgoat_jax.train.loop import count_params, make_evaluators, run_result
@@ -57,6 +57,7 @@ class GroupTrainer:
         if not cfgs:
             raise SweepError("a group needs at least one member")
         base = cfgs[0]
+        distributed.initialize(base.distributed)
         check_run(base, dataset)
         self.cfgs, self.dataset, self.size = list(cfgs), dataset, len(cfgs)
         self.mesh = mesh if mesh is not None else parallel.make_mesh(base.train.n_devices)
@@ -118,18 +119,19 @@ class GroupTrainer:
             return TrainState(params, opt_state, train_key, jnp.zeros((), jnp.int32))
 
         return jax.jit(jax.vmap(make), out_shardings=self.members)(
-            self.seeds, self.lrs, self.values)
+            *parallel.place((self.seeds, self.lrs, self.values), self.members))
 
     def train_epoch(self, state: TrainState, active: np.ndarray):
         t0 = time.perf_counter()
-        state, stats = self.epoch_fn(state, self.train_pairs, self.inputs, self.values,
-                                     np.asarray(active, bool))
+        state, stats = self.epoch_fn(state, self.train_pairs, self.inputs,
+                                     parallel.place(self.values, self.members),
+                                     parallel.place(np.asarray(active, bool), self.members))
         stats = {k: np.asarray(v) for k, v in parallel.to_host(stats).items()}
         return state, stats, time.perf_counter() - t0
 
     def evaluate(self, params, members, splits) -> dict[int, dict]:
         """{member: {split: metrics}} for the listed members."""
-        z_user, z_item = self.embed_fn(params, self.inputs)
+        z_user, z_item = parallel.to_host(self.embed_fn(params, self.inputs))
         return {s: {split: self.evaluators[split](z_user[s], z_item[s])
                     for split in splits if split in self.evaluators} for s in members}
 
@@ -163,9 +165,10 @@ class GroupTrainer:
             if restored is not None:
                 state = restored
         first = int(record.get("epoch", 0)) + 1
-        records = [_MemberRecord(cfg, out, self.model.name, record.get("members", [None] * len(
-            self.cfgs))[s] if record else None, first - 1, notes)
-            for s, (cfg, out) in enumerate(zip(self.cfgs, out_dirs))]
+        main = distributed.is_main_process()  # only process 0 writes the members' files
+        records = [_MemberRecord(cfg, out if main else None, self.model.name,
+                                 record["members"][s] if record else None, first - 1, notes)
+                   for s, (cfg, out) in enumerate(zip(self.cfgs, out_dirs))]
         n_params = count_params(jax.tree.map(lambda x: x[0], state.params))
         active = np.asarray(record.get("active", [True] * self.size), bool)
         every = ev.every or None
@@ -187,11 +190,13 @@ class GroupTrainer:
                     check_epoch(epoch, member_stats)
                     rec.epoch(epoch, seconds, member_stats,
                               {k: float(v[s]) for k, v in diag.items()}, metrics.get(s))
-                    if rec.improved:
-                        rec.save_best(jax.tree.map(lambda x: np.asarray(x[s]),
-                                                   parallel.to_host(state.params)))
                     if rec.stopped:
                         active[s] = False
+                improved = [s for s in running if records[s].improved]
+                if improved:  # one gather (a collective on several hosts) for all of them
+                    host = parallel.to_host(state.params)
+                    for s in improved:
+                        records[s].save_best(jax.tree.map(lambda x: x[s], host))
                 if checkpointer and checkpoint_every > 0 and (
                         epoch % checkpoint_every == 0 or epoch == epochs or not active.any()):
                     checkpointer.save(epoch, state, {
@@ -203,12 +208,12 @@ class GroupTrainer:
                                                     for r in records))
             if epochs == 0:
                 metrics = self.evaluate(state.params, range(self.size), ("valid", "test"))
+                host = parallel.to_host(state.params)
                 for s, rec in enumerate(records):
                     rec.selection, _, _ = protocol_lib.update(
                         rec.selection, 0, metrics[s].get("valid"), metrics[s].get("test"),
                         metric=base.eval.metric or None)
-                    rec.save_best(jax.tree.map(lambda x: np.asarray(x[s]),
-                                               parallel.to_host(state.params)))
+                    rec.save_best(jax.tree.map(lambda x: x[s], host))
         finally:
             for rec in records:
                 rec.close()

@@ -16,7 +16,7 @@ from recgoat_jax.models import build_model
 from recgoat_jax.sweep import report
 from recgoat_jax.sweep.engine import GroupTrainer
 from recgoat_jax.sweep.spec import Member, SweepError, groups
-from recgoat_jax.train import parallel
+from recgoat_jax.train import distributed, parallel
 from recgoat_jax.train.preflight import check_run
 
 
@@ -24,6 +24,7 @@ def prepare(members: list[Member]) -> list[tuple[list[Member], object, object]]:
     """(members, dataset, model) per group, every group checked (config against data, member
     count against devices, per-member keys against the model): raises before any file is
     written."""
+    distributed.initialize(members[0].cfg.distributed)  # before any jax computation
     datasets: dict = {}
     planned = []
     for group in groups(members):
@@ -68,13 +69,15 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
     elif plan_file.exists() and not overwrite:
         raise SweepError(f"--out {out} holds an unfinished sweep: continue it with --resume, "
                          "replace it with --overwrite, or choose another --out")
-    if overwrite and out.is_dir():
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("sweep.json", "sweep.md"):
-        (out / name).unlink(missing_ok=True)
-    atomic_write_json(plan_file, wanted)
+    main = distributed.is_main_process()  # with several processes only process 0 writes
+    if main:
+        if overwrite and out.is_dir():
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("sweep.json", "sweep.md"):
+            (out / name).unlink(missing_ok=True)
+        atomic_write_json(plan_file, wanted)
     results: dict[str, dict] = {}
     for index, (group, dataset, model) in enumerate(planned, 1):
         finished = _finished_results(out, group) if resume else None
@@ -83,7 +86,8 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
             continue
         cfgs = [resolve_data(m.cfg) for m in group]
         trainer = GroupTrainer(cfgs, dataset, model=model)
-        bar = tqdm(total=cfgs[0].train.epochs, disable=not progress, dynamic_ncols=True,
+        bar = tqdm(total=cfgs[0].train.epochs, disable=not progress or not main,
+                   dynamic_ncols=True,
                    desc=f"group {index}/{len(planned)} {model.name} x{len(group)}")
 
         def tick(running, best, bar=bar):
@@ -91,7 +95,7 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
             bar.set_postfix(running=running, best_valid=f"{best:.4f}")
 
         checkpoints = out / "checkpoints" / group[0].name
-        if not resume:
+        if not resume and main:
             for m in group:
                 if (out / m.name).is_dir():
                     shutil.rmtree(out / m.name)
@@ -105,8 +109,9 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
     summary = report.summarise(members, [results[m.name] for m in members], metric)
     summary["command"] = command
     summary["groups"] = [[m.name for m in group] for group, _, _ in planned]
-    atomic_write_json(out / "sweep.json", summary)
-    atomic_write_text(out / "sweep.md", report.markdown(summary, f"Sweep {out.name}"))
+    if main:
+        atomic_write_json(out / "sweep.json", summary)
+        atomic_write_text(out / "sweep.md", report.markdown(summary, f"Sweep {out.name}"))
     return summary
 
 

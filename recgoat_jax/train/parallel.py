@@ -93,13 +93,15 @@ def constrain_batch(mesh: Mesh):
 
 
 def to_host(tree: Any) -> Any:
-    """numpy copies of a pytree of replicated (or single-process) arrays."""
+    """numpy copies of a pytree of arrays. An array sharded over several processes (a sweep's
+    member axis on a multi-host mesh) is gathered from all of them: a collective, so every
+    process must call this together."""
     def get(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            if not x.is_fully_replicated:
-                raise ValueError(f"to_host: a {x.shape} array sharded over several processes "
-                                 f"({x.sharding}) has no single host value here")
-            return np.asarray(x.addressable_data(0))  # every shard holds the whole value
+            if x.is_fully_replicated:
+                return np.asarray(x.addressable_data(0))  # every shard holds the whole value
+            from jax.experimental import multihost_utils
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return np.asarray(x)
 
     return jax.tree.map(get, tree)
