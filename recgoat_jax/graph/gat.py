@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from recgoat_jax.layers import Dropout
+
 # DGL GATConv.reset_parameters uses nn.init.calculate_gain("relu").
 _RELU_GAIN = math.sqrt(2.0)
 
@@ -104,7 +106,7 @@ class GATConv(nn.Module):
         attn_r = self.param("attn_r", attention_init, (self.heads, head_dim))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.dim,))
 
-        h = nn.Dropout(self.feat_drop)(h, deterministic=deterministic)
+        h = Dropout(self.feat_drop)(h, deterministic=deterministic)
         projected = jnp.matmul(h.astype(self.dtype), kernel.astype(self.dtype),
                                preferred_element_type=jnp.float32)
         projected = projected.reshape(n_nodes, self.heads, head_dim)  # [N, H, d/H]
@@ -112,7 +114,7 @@ class GATConv(nn.Module):
         score_dst = jnp.sum(projected * attn_r, axis=-1)  # [N, H]
         logits = nn.leaky_relu(score_src[senders] + score_dst[receivers], self.negative_slope)  # [E, H]
         attention = segment_softmax(logits, receivers, n_nodes)  # [E, H]
-        attention = nn.Dropout(self.attn_drop)(attention, deterministic=deterministic)
+        attention = Dropout(self.attn_drop)(attention, deterministic=deterministic)
         messages = projected[senders] * attention[..., None]  # [E, H, d/H]
         aggregated = jax.ops.segment_sum(messages, receivers, n_nodes, indices_are_sorted=True)
         return aggregated.reshape(n_nodes, self.dim) + bias
@@ -151,5 +153,5 @@ class ModalityBranch(nn.Module):
             h = GATConv(self.dim, self.heads, self.feat_drop, self.attn_drop, dtype=self.dtype,
                         name=f"gat_{layer}")(h, senders, receivers, deterministic)
             h = nn.leaky_relu(h, 0.2)
-            h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+            h = Dropout(self.dropout)(h, deterministic=deterministic)
         return h

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recgoat_jax.layers import Dropout
 from recgoat_jax.losses import l2_normalize
 from recgoat_jax.ot.cost import feature_cost
 from recgoat_jax.ot.plan import PlanOptions, transport_plan
@@ -103,7 +104,7 @@ class OATFusion(nn.Module):
         w_cf, w_modal = mix_weights(raw, o.weights)
         z = w_cf * z_cf + sum(w_modal[k] * aligned[m] for k, m in enumerate(self.modalities))
         z = nn.LayerNorm(epsilon=1e-5, name="ln")(z)
-        z = nn.Dropout(self.dropout)(z, deterministic=deterministic)
+        z = Dropout(self.dropout)(z, deterministic=deterministic)
         return l2_normalize(z), plans
 
     def _init_param(self, k: int) -> float:

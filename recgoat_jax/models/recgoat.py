@@ -206,8 +206,10 @@ def diagnostics(module: RecGOAT, params) -> dict[str, jax.Array]:
     return out
 
 
-# LossOptions fields a sweep may vary per member (continuous, no shape or code path changes)
+# LossOptions fields and dropout rates a sweep may vary per member (continuous: no shape or
+# code path changes; the rates may be traced values, `recgoat_jax.layers.Dropout`)
 MEMBER_LOSS_FIELDS = ("decay", "cl_weight", "modality_weight", "temperature", "ot_weight")
+DROPOUT_FIELDS = ("feat_dropout", "attn_dropout", "dropout")
 
 
 def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions,
@@ -231,6 +233,7 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
                                            module.fusion.initial_weights)})
     if module.user_modalities:
         hyper["model.user_gate_init"] = module.user_gate_init
+    hyper.update({f"model.{field}": getattr(module, field) for field in DROPOUT_FIELDS})
 
     def init(key):
         return module.init({"params": key}, inputs, deterministic=True)["params"]
@@ -249,17 +252,19 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
             params["user_gate"] = jnp.log(g / (1.0 - g))
         return params
 
-    def forward(params, inputs, key=None):
+    def forward(params, inputs, key=None, net=module):
         if key is None:
-            return module.apply({"params": params}, inputs, deterministic=True)
-        return module.apply({"params": params}, inputs, deterministic=False, rngs={"dropout": key})
+            return net.apply({"params": params}, inputs, deterministic=True)
+        return net.apply({"params": params}, inputs, deterministic=False, rngs={"dropout": key})
 
     def loss_with(values):
         options = dataclasses.replace(loss_options, **{
             f: values[f"loss.{f}"] for f in fields if f"loss.{f}" in values})
+        rates = {f: values[f"model.{f}"] for f in DROPOUT_FIELDS if f"model.{f}" in values}
+        member_module = module.clone(**rates) if rates else module
 
         def loss(params, inputs, batch, key):
-            out = forward(params, inputs, key)
+            out = forward(params, inputs, key, member_module)
             total, terms = recgoat_loss(options, out, batch)
             # plan health, for the non-finite guard: a plan that is all zeros or NaN is reported
             for m, plan in out["plans"].items():
