@@ -45,6 +45,8 @@ class Recommender:
       ({key: scalar}, jax arrays allowed: traced per member) instead of `hyper`'s.
     init_with(params, values) -> params with the initial values that `values` set (e.g. the
       fusion weights' starting values); the identity for keys it does not hold.
+    embed_with(values) -> an embed function reading `values` (None: `embed` does not depend on
+      any of `hyper`).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Recommender:
     hyper: Mapping[str, float] = dataclasses.field(default_factory=dict)
     loss_with: Callable[[Mapping[str, Any]], Callable] | None = None
     init_with: Callable[[Params, Mapping[str, Any]], Params] | None = None
+    embed_with: Callable[[Mapping[str, Any]], Callable] | None = None
 
 
 PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}

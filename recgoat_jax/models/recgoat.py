@@ -207,7 +207,8 @@ def diagnostics(module: RecGOAT, params) -> dict[str, jax.Array]:
 
 
 # LossOptions fields and dropout rates a sweep may vary per member (continuous: no shape or
-# code path changes; the rates may be traced values, `recgoat_jax.layers.Dropout`)
+# code path changes; the rates may be traced values, `recgoat_jax.layers.Dropout`); also
+# model.oat.epsilon, the transport's regularisation, when it follows no schedule
 MEMBER_LOSS_FIELDS = ("decay", "cl_weight", "modality_weight", "temperature", "ot_weight")
 DROPOUT_FIELDS = ("feat_dropout", "attn_dropout", "dropout")
 
@@ -234,6 +235,9 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
     if module.user_modalities:
         hyper["model.user_gate_init"] = module.user_gate_init
     hyper.update({f"model.{field}": getattr(module, field) for field in DROPOUT_FIELDS})
+    plan = module.fusion.plan
+    if plan.solver != "lowrank" and not plan.epsilon_init:  # no schedule: epsilon is a number
+        hyper["model.oat.epsilon"] = plan.epsilon
 
     def init(key):
         return module.init({"params": key}, inputs, deterministic=True)["params"]
@@ -257,11 +261,19 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
             return net.apply({"params": params}, inputs, deterministic=True)
         return net.apply({"params": params}, inputs, deterministic=False, rngs={"dropout": key})
 
+    def module_with(values):
+        """`module` with the dropout rates and transport epsilon of `values` (may be traced)."""
+        changes = {f: values[f"model.{f}"] for f in DROPOUT_FIELDS if f"model.{f}" in values}
+        if "model.oat.epsilon" in values:  # the solver's options may hold a traced epsilon
+            fusion = module.fusion
+            changes["fusion"] = dataclasses.replace(fusion, plan=dataclasses.replace(
+                fusion.plan, epsilon=values["model.oat.epsilon"]))
+        return module.clone(**changes) if changes else module
+
     def loss_with(values):
         options = dataclasses.replace(loss_options, **{
             f: values[f"loss.{f}"] for f in fields if f"loss.{f}" in values})
-        rates = {f: values[f"model.{f}"] for f in DROPOUT_FIELDS if f"model.{f}" in values}
-        member_module = module.clone(**rates) if rates else module
+        member_module = module_with(values)
 
         def loss(params, inputs, batch, key):
             out = forward(params, inputs, key, member_module)
@@ -275,10 +287,18 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
 
         return loss
 
-    def embed(params, inputs):
-        out = forward(params, inputs)
-        return out["z_user"], out["z_item"]
+    def embed_with(values):
+        member_module = module_with(values)
+
+        def embed(params, inputs):
+            out = forward(params, inputs, net=member_module)
+            return out["z_user"], out["z_item"]
+
+        return embed
+
+    embed = embed_with({})
 
     return Recommender(name="recgoat", init=init, loss=loss_with(hyper), embed=embed,
                        inputs=inputs, diagnostics=lambda params: diagnostics(module, params),
-                       hyper=hyper, loss_with=loss_with, init_with=init_with)
+                       hyper=hyper, loss_with=loss_with, init_with=init_with,
+                       embed_with=embed_with)

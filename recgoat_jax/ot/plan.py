@@ -47,6 +47,8 @@ _OTT_ONLY_DEFAULTS = {"momentum": 1.0, "anderson": 0, "epsilon_init": 0.0}
 
 
 def _require(ok: bool, field: str, expected: str, value) -> None:
+    if isinstance(ok, jax.core.Tracer):  # a traced value (a sweep member's own epsilon):
+        return  # checked where it was still a number (when the config loaded)
     if not ok:
         raise ValueError(f"{field} must be {expected}, got {value!r}")
 
@@ -150,7 +152,7 @@ def _uniform_problem(geom: geometry.Geometry,
 
 
 def _epsilon(options: PlanOptions):
-    if options.epsilon_init > options.epsilon:
+    if options.epsilon_init and options.epsilon_init > options.epsilon:
         # ott's `init` is a multiple of the target, ours is an absolute epsilon.
         return epsilon_scheduler.Epsilon(target=options.epsilon,
                                          init=options.epsilon_init / options.epsilon,

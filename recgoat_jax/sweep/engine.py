@@ -99,8 +99,12 @@ class GroupTrainer:
             jax.vmap(member_epoch, in_axes=(0, None, None, 0, 0)),
             in_shardings=(self.members, replicated, replicated, self.members, self.members),
             out_shardings=self.members, donate_argnums=(0,))
-        self.embed_fn = jax.jit(jax.vmap(model.embed, in_axes=(0, None)),
-                                in_shardings=(self.members, replicated))
+        def member_embed(params, inputs, values):
+            embed = model.embed_with(values) if model.embed_with else model.embed
+            return embed(params, inputs)
+
+        self.embed_fn = jax.jit(jax.vmap(member_embed, in_axes=(0, None, 0)),
+                                in_shardings=(self.members, replicated, self.members))
         self.diagnostics_fn = (jax.jit(jax.vmap(model.diagnostics)) if model.diagnostics
                                else None)
         self.evaluators = make_evaluators(dataset, base.eval, self.mesh)
@@ -131,7 +135,8 @@ class GroupTrainer:
 
     def evaluate(self, params, members, splits) -> dict[int, dict]:
         """{member: {split: metrics}} for the listed members."""
-        z_user, z_item = parallel.to_host(self.embed_fn(params, self.inputs))
+        z_user, z_item = parallel.to_host(self.embed_fn(
+            params, self.inputs, parallel.place(self.values, self.members)))
         return {s: {split: self.evaluators[split](z_user[s], z_item[s])
                     for split in splits if split in self.evaluators} for s in members}
 

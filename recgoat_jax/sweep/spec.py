@@ -24,7 +24,7 @@ PER_MEMBER_KEYS = ("train.seed", "train.lr", "loss.decay", "loss.cl_weight",
                    "loss.modality_weight", "loss.temperature", "loss.ot_weight",
                    "model.oat.alpha_image", "model.oat.beta_text", "model.oat.other_weight",
                    "model.user_gate_init", "model.feat_dropout", "model.attn_dropout",
-                   "model.dropout")
+                   "model.dropout", "model.oat.epsilon")
 
 
 class SweepError(ValueError):

@@ -54,7 +54,7 @@ def test_members_equal_their_solo_runs_and_differ_from_each_other(tiny, tmp_path
     if name == "recgoat":
         per_member[2] += ["loss.cl_weight=0.3", "model.user_gate_init=0.3",
                           "model.oat.beta_text=0.5", "model.dropout=0.2",
-                          "model.attn_dropout=0.0"]
+                          "model.attn_dropout=0.0", "model.oat.epsilon=0.05"]
     cfgs = [C.load(name, common + extra) for extra in per_member]
     results = GroupTrainer(cfgs, tiny).run([tmp_path / f"m{i}" for i in range(3)])
     # LightGCN: equal metrics and parameters. RecGOAT: the drift above may swap two items at a
