@@ -418,6 +418,12 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def to_flat_dict(cfg) -> dict:
+    """{dotted key: value}, e.g. {"train.lr": 0.0008, ...}."""
+    from recgoat_jax.tree_utils import flatten
+    return flatten(to_dict(cfg), sep=".")
+
+
 def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

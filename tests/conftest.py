@@ -136,3 +136,41 @@ def tiny_mmrec(tmp_path):
         return write_mmrec_dataset(tmp_path / name, generate("tiny"), **kw)
 
     return make
+
+
+def run_two_processes(script: str, args: list[str], tmp_path: Path, devices: int,
+                      timeout_s: float = 240) -> None:
+    """Run `script port process_id *args` as processes 0 and 1 of a localhost jax.distributed
+    job (`devices` forced CPU devices each) and wait for both; pytest.fail with their logs
+    when one fails (the other is stopped: it would wait for it) or they take too long."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))  # the OS picks a free port
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env.pop("RECGOAT_DISTRIBUTED", None)
+    logs = [open(tmp_path / f"worker{i}.log", "wb") for i in range(2)]
+    workers = [subprocess.Popen([sys.executable, script, str(port), str(i), *args], env=env,
+                                stdout=logs[i], stderr=subprocess.STDOUT) for i in range(2)]
+    try:
+        deadline = time.monotonic() + timeout_s
+        while any(w.poll() is None for w in workers) and not any(w.returncode for w in workers):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the 2-process job took more than {timeout_s} s")
+            time.sleep(0.2)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait(timeout=30)
+        for f in logs:
+            f.close()
+    if any(w.returncode for w in workers):
+        pytest.fail("\n".join(f"worker {i} exited {w.returncode}:\n"
+                              + (tmp_path / f"worker{i}.log").read_text()[-3000:]
+                              for i, w in enumerate(workers)))

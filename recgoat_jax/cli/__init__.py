@@ -44,7 +44,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recgoat_jax.train.run_dir import RunExists, RunFileError
 
     return (CliError, ConfigError, DataError, CheckpointError, TrainingDiverged, RunExists,
-            RunFileError, FileNotFoundError, IsADirectoryError, PermissionError)
+            RunFileError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 
 from recgoat_jax import config as config_lib
 from recgoat_jax.cli.common import CliError
+from recgoat_jax.tree_utils import unflatten
 
 
 def run_config(run: str, overrides: list[str] = ()) -> config_lib.RunConfig:
@@ -30,11 +31,9 @@ def best_params_path(run: str) -> Path:
     return path
 
 
-def load_params(path: str | Path, template, model_name: str, option: str = "--params"):
-    """Parameters from a flattened .npz (`convert.flatten` keys), checked against `template`
-    (the model's parameter shapes); CliError naming the file otherwise."""
-    from recgoat_jax.tree_utils import unflatten
-
+def read_params(path: str | Path, option: str = "--params") -> dict:
+    """The parameter tree of a flattened .npz (`tree_utils.flatten` keys, as best/params.npz
+    and `convert --to jax` write it); CliError naming the file otherwise."""
     path = Path(path)
     if path.is_dir():
         raise CliError(f"{option} {path}: is a folder; expected a .npz of parameters (a run's "
@@ -44,17 +43,22 @@ def load_params(path: str | Path, template, model_name: str, option: str = "--pa
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
                 raise ValueError("a single .npy array, not an .npz archive")
-            loaded = unflatten({k: f[k] for k in f.files})
+            return unflatten({k: f[k] for k in f.files})
     except FileNotFoundError:
         raise CliError(f"{option} {path}: file not found") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise CliError(f"{option} {path}: not a .npz of parameters ({e})") from None
+
+
+def fitted_params(loaded: dict, template, model_name: str, where: str):
+    """`loaded` as device arrays when it has `template`'s tree and shapes (the model's
+    parameters on this dataset); CliError otherwise."""
     got = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), loaded)
     if jax.tree.structure(got) != jax.tree.structure(template) or any(
             a.shape != b.shape for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(template))):
         shapes = jax.tree.map(lambda a: a.shape, template)
-        raise CliError(f"{option} {path}: parameters do not fit model '{model_name}' on this "
-                       f"dataset (expected {shapes})")
+        raise CliError(f"{where}: parameters do not fit model '{model_name}' on this dataset "
+                       f"(expected {shapes})")
     return jax.tree.map(jax.numpy.asarray, loaded)
 
 
@@ -76,8 +80,7 @@ def trainer_and_params(args):
             raise CliError("give --run RUN_DIR, or --params FILE.npz (with the --config of "
                            "the model)")
         cfg, path, option = resolve(args), args.params, "--params"
-    if path is not None and Path(path).is_dir():
-        load_params(path, None, cfg.model.name, option)  # the folder message, before any data
+    loaded = read_params(path, option)  # a bad file stops before any data is read
     trainer = Trainer(cfg, load_dataset(cfg.data))
     template = jax.eval_shape(trainer.model.init, jax.random.PRNGKey(0))
-    return trainer, load_params(path, template, cfg.model.name, option)
+    return trainer, fitted_params(loaded, template, cfg.model.name, f"{option} {path}")

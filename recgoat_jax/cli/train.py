@@ -28,15 +28,15 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from recgoat_jax.data.load import load_dataset
     from recgoat_jax.train.loop import RunInterrupted, train
+    from recgoat_jax.train.run_dir import refuse_finished
 
     if args.resume and args.overwrite:
         raise CliError("--resume continues the run in --out and --overwrite replaces it: "
                        "choose one")
     cfg = resolve(args)  # every value checked before any data is read
     out = check_out_dir(args.out)
-    if (out / "result.json").exists() and not (args.overwrite or args.resume):
-        raise CliError(f"--out {args.out} holds a finished run (result.json): pass --overwrite "
-                       "to replace it, --resume to continue it, or choose another --out")
+    if not (args.overwrite or args.resume):
+        refuse_finished(out)  # before any data is read
     dataset = load_dataset(cfg.data)
     try:
         result = train(cfg, dataset, out, progress=not args.quiet, resume=args.resume,

@@ -76,7 +76,7 @@ class GroupTrainer:
                                  f"only {sorted(allowed)}): put those members in separate groups")
         self.batch_size = step_batch_size(base.train.batch_size, len(dataset.train), 1)
         self.member_keys = [k for k in varying if k in self.model.hyper]
-        flats = [_flat(c) for c in cfgs]
+        flats = [config_lib.to_flat_dict(c) for c in cfgs]
         self.values = {k: np.asarray([f[k] for f in flats], np.float32)
                        for k in self.member_keys}
         self.seeds = np.asarray([c.train.seed for c in cfgs], np.int32)
@@ -87,6 +87,7 @@ class GroupTrainer:
         self.members = NamedSharding(self.mesh, P(parallel.DATA_AXIS))
         self.inputs = parallel.place(self.model.inputs, replicated)
         self.train_pairs = parallel.place(dataset.train.astype(np.int32), replicated)
+        self.member_values = parallel.place(self.values, self.members)  # placed once
         model, optimizer, n_items = self.model, self.optimizer, dataset.n_items
 
         def member_epoch(state, train_pairs, inputs, values, active):
@@ -123,12 +124,12 @@ class GroupTrainer:
             return TrainState(params, opt_state, train_key, jnp.zeros((), jnp.int32))
 
         return jax.jit(jax.vmap(make), out_shardings=self.members)(
-            *parallel.place((self.seeds, self.lrs, self.values), self.members))
+            *parallel.place((self.seeds, self.lrs), self.members), self.member_values)
 
     def train_epoch(self, state: TrainState, active: np.ndarray):
         t0 = time.perf_counter()
         state, stats = self.epoch_fn(state, self.train_pairs, self.inputs,
-                                     parallel.place(self.values, self.members),
+                                     self.member_values,
                                      parallel.place(np.asarray(active, bool), self.members))
         stats = {k: np.asarray(v) for k, v in parallel.to_host(stats).items()}
         return state, stats, time.perf_counter() - t0
@@ -136,7 +137,7 @@ class GroupTrainer:
     def evaluate(self, params, members, splits) -> dict[int, dict]:
         """{member: {split: metrics}} for the listed members."""
         z_user, z_item = parallel.to_host(self.embed_fn(
-            params, self.inputs, parallel.place(self.values, self.members)))
+            params, self.inputs, self.member_values))
         return {s: {split: self.evaluators[split](z_user[s], z_item[s])
                     for split in splits if split in self.evaluators} for s in members}
 
@@ -307,7 +308,3 @@ class _MemberRecord:
             run_dir.close_log(self.log)
         return result
 
-
-def _flat(cfg: RunConfig) -> dict:
-    from recgoat_jax.tree_utils import flatten
-    return flatten(config_lib.to_dict(cfg), sep=".")

@@ -16,7 +16,6 @@ import numpy as np
 
 from recgoat_jax import config as config_lib
 from recgoat_jax.config import ConfigError, RunConfig
-from recgoat_jax.tree_utils import flatten
 
 # Values a member may have on its own inside a group: the seeds, the learning rate and the
 # continuous loss / initialisation hyperparameters (models list theirs in Recommender.hyper).
@@ -127,7 +126,7 @@ def expand(config: str | None, overrides: list[str], configs: list[tuple[str, ..
 def group_key(cfg: RunConfig) -> tuple:
     """What must be equal inside a group: the config without the per-member keys (the OT
     loss's weight stays as "on or off", a code path)."""
-    flat = flatten(config_lib.to_dict(cfg), sep=".")
+    flat = config_lib.to_flat_dict(cfg)
     flat["loss.ot_weight"] = flat["loss.ot_weight"] > 0
     return tuple(sorted((k, repr(v)) for k, v in flat.items()
                         if k not in PER_MEMBER_KEYS or k == "loss.ot_weight"))
@@ -143,7 +142,7 @@ def groups(members: list[Member]) -> list[list[Member]]:
 
 def varying_keys(cfgs: list[RunConfig]) -> dict[str, list]:
     """{key: [value per config]} for the keys whose values differ between `cfgs`."""
-    flats = [flatten(config_lib.to_dict(c), sep=".") for c in cfgs]
+    flats = [config_lib.to_flat_dict(c) for c in cfgs]
     return {k: [f[k] for f in flats] for k in flats[0]
             if any(f[k] != flats[0][k] for f in flats[1:])}
 

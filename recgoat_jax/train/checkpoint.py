@@ -34,7 +34,6 @@ from recgoat_jax import config as config_lib
 from recgoat_jax.config import ConfigError, RunConfig
 from recgoat_jax.eval import protocol as protocol_lib
 from recgoat_jax.train.state import TrainState
-from recgoat_jax.tree_utils import flatten
 
 FORMAT = 3  # bump when the content of "run" changes incompatibly
 # Fields a resumed run may change: how long it runs, where, how often it saves.
@@ -116,8 +115,8 @@ def progress_from_dict(raw: dict) -> tuple[Progress, RunConfig, list[int]]:
 
 def config_differences(saved: RunConfig, current: RunConfig) -> list[str]:
     """'key: saved -> current' for every field that differs, except `RESUMABLE_FIELDS`."""
-    a = flatten(config_lib.to_dict(saved), sep=".")
-    b = flatten(config_lib.to_dict(current), sep=".")
+    a = config_lib.to_flat_dict(saved)
+    b = config_lib.to_flat_dict(current)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)]
 

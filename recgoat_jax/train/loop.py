@@ -89,8 +89,8 @@ class Trainer:
                                 donate_argnums=(0,))
         self.embed_fn = jax.jit(self.model.embed, in_shardings=replicated,
                                 out_shardings=replicated)
-        diagnostics = getattr(self.model, "diagnostics", None)
-        self.diagnostics_fn = jax.jit(diagnostics) if diagnostics else None
+        self.diagnostics_fn = (jax.jit(self.model.diagnostics) if self.model.diagnostics
+                               else None)
         self.evaluators = make_evaluators(dataset, cfg.eval, self.mesh)
 
     @property
@@ -139,11 +139,11 @@ class Trainer:
         if resume and out is None:
             raise ValueError("resume=True needs the out_dir of the run to continue")
         main = distributed.is_main_process()
-        if out and main and not resume:
-            if (out / "result.json").exists() and not overwrite:
-                run_dir.prepare(out, resume=False, overwrite=False)  # raises RunExists
+        if out and main and not resume:  # before the checkpoints are looked at
             if overwrite:
                 run_dir.prepare(out, resume=False, overwrite=True)
+            else:
+                run_dir.refuse_finished(out)
         every_ckpt = cfg.train.checkpoint_every
         checkpointer = (Checkpointer(out / "checkpoints", cfg, cfg.train.max_to_keep)
                         if out and (every_ckpt > 0 or resume) else None)

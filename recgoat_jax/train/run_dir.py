@@ -36,6 +36,13 @@ class RunExists(ValueError):
     """`--out` holds a finished run and neither --overwrite nor --resume was given."""
 
 
+def refuse_finished(out: Path) -> None:
+    """RunExists when `out` holds a finished run (its result.json)."""
+    if (out / "result.json").exists():
+        raise RunExists(f"--out {out} holds a finished run (result.json): pass --overwrite to "
+                        "replace it, --resume to continue it, or choose another --out")
+
+
 def prepare(out: Path, resume: bool, overwrite: bool) -> list[str]:
     """Make `out` ready for a run; returns the names of the earlier files it removed.
 
@@ -47,11 +54,9 @@ def prepare(out: Path, resume: bool, overwrite: bool) -> list[str]:
     """
     if resume:
         return _remove(out, ("result.json",))
-    if (out / "result.json").exists() and not overwrite:
-        raise RunExists(f"--out {out} holds a finished run (result.json): pass --overwrite to "
-                        "replace it, --resume to continue it, or choose another --out")
     if overwrite:
         return _remove(out, RUN_FILES)
+    refuse_finished(out)
     return _remove(out, tuple(f for f in RUN_FILES if f != "checkpoints"))
 
 

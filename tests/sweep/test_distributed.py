@@ -9,17 +9,12 @@ is one of the two worker processes.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.train.test_distributed import _free_port
+from tests.conftest import run_two_processes
 
-REPO = Path(__file__).resolve().parents[2]
 SWEEP = ["sweep", "--config", "lightgcn", "--preset", "tiny", "--quiet",
          "--set", "train.epochs=3", "--set", "train.batch_size=128", "--set", "model.dim=16",
          "--grid", "train.lr=1e-3,1e-2", "--seeds", "0", "1"]
@@ -27,30 +22,8 @@ TIMEOUT_S = 240
 
 
 def test_two_processes_run_the_same_sweep(run_cli, tmp_path):
-    port, out = _free_port(), tmp_path / "two"
-    env = {**os.environ, "PYTHONPATH": str(REPO),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    logs = [open(tmp_path / f"worker{i}.log", "wb") for i in range(2)]
-    workers = [subprocess.Popen([sys.executable, __file__, str(port), str(i), str(out)],
-                                env=env, stdout=logs[i], stderr=subprocess.STDOUT)
-               for i in range(2)]
-    try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while any(w.poll() is None for w in workers) and not any(w.returncode for w in workers):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the 2-process sweep took more than {TIMEOUT_S} s")
-            time.sleep(0.2)
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait(timeout=30)
-        for f in logs:
-            f.close()
-    if any(w.returncode for w in workers):
-        pytest.fail("\n".join(f"worker {i} exited {w.returncode}:\n"
-                              + (tmp_path / f"worker{i}.log").read_text()[-3000:]
-                              for i, w in enumerate(workers)))
+    out = tmp_path / "two"
+    run_two_processes(__file__, [str(out)], tmp_path, devices=2, timeout_s=TIMEOUT_S)
     one = tmp_path / "one"
     assert run_cli(*SWEEP, "--set", "train.n_devices=1", "--out", one)[0] == 0
     for member in ("c00_seed0", "c00_seed1", "c01_seed0", "c01_seed1"):

@@ -6,20 +6,15 @@ config section filled in, and process 0 writes metrics.jsonl.
 """
 
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from recgoat_jax import config as C
 from recgoat_jax.config import ConfigError, DistributedConfig
 from recgoat_jax.train import distributed
+from tests.conftest import run_two_processes
 
-REPO = Path(__file__).resolve().parents[2]
 RUN = ["data.preset=tiny", "train.batch_size=128", "model.dim=16", "eval.ks=[5, 10, 20]",
        "eval.user_batch=32", "model.name=lightgcn", "model.n_layers=1", "train.lr=0.01",
        "train.epochs=3", "train.checkpoint_every=1"]
@@ -49,43 +44,12 @@ def test_initialize_arguments_from_config_then_environment():
     assert distributed.initialize(DistributedConfig(), {}) is False  # single-process: no-op
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))  # the OS picks a free port at random
-        return s.getsockname()[1]
-
-
 def test_two_processes_reproduce_the_one_process_run(tmp_path):
     from recgoat_jax.data.synthetic import generate
     from recgoat_jax.train.loop import Trainer
 
-    port, out = _free_port(), tmp_path / "two"
-    env = {**os.environ, "PYTHONPATH": str(REPO),
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={WORKER_DEVICES}"}
-    env.pop("RECGOAT_DISTRIBUTED", None)
-    logs = [open(tmp_path / f"worker{i}.log", "wb") for i in range(2)]
-    workers = [subprocess.Popen([sys.executable, __file__, str(port), str(i), str(out)],
-                                env=env, stdout=logs[i], stderr=subprocess.STDOUT)
-               for i in range(2)]
-    try:
-        deadline = time.monotonic() + TIMEOUT_S
-        # until both finish; a failed worker would leave the other waiting for it: stop then
-        while any(w.poll() is None for w in workers) and \
-                not any(w.returncode for w in workers):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the 2-process run took more than {TIMEOUT_S} s")
-            time.sleep(0.2)
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait(timeout=30)
-        for f in logs:
-            f.close()
-    if any(w.returncode for w in workers):
-        pytest.fail("\n".join(f"worker {i} exited {w.returncode}:\n"
-                              + (tmp_path / f"worker{i}.log").read_text()[-3000:]
-                              for i, w in enumerate(workers)))
+    out = tmp_path / "two"
+    run_two_processes(__file__, [str(out)], tmp_path, WORKER_DEVICES, TIMEOUT_S)
     two = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     two_result = json.loads((out / "result.json").read_text())
     assert two_result["epochs_run"] == 3
