@@ -126,7 +126,8 @@ class JaxRunner:
         self.build_s = time.perf_counter() - t0
         self.pairs = parallel.place(pairs.astype(np.int32), parallel.replicated(self.trainer.mesh))
         t0 = time.perf_counter()
-        lowered = self.trainer.epoch_fn.lower(self.state, self.pairs, self.trainer.inputs)
+        lowered = self.trainer.epoch_fn.lower(self.state, self.pairs, self.trainer.inputs,
+                                              self.trainer.hyper)
         self.lower_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.compiled = lowered.compile()
@@ -136,7 +137,8 @@ class JaxRunner:
     def epoch(self) -> tuple[float, float, float]:
         """(wall seconds, process CPU seconds, mean loss) of one epoch."""
         t0, c0 = time.perf_counter(), time.process_time()
-        self.state, stats = self.compiled(self.state, self.pairs, self.trainer.inputs)
+        self.state, stats = self.compiled(self.state, self.pairs, self.trainer.inputs,
+                                           self.trainer.hyper)
         stats = self._block(stats)
         return time.perf_counter() - t0, time.process_time() - c0, float(stats["loss"])
 

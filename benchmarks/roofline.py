@@ -248,7 +248,7 @@ def xla_costs(trainer) -> dict:
                           jax.random.PRNGKey(1)).compile()
     compile_s = time.perf_counter() - t0
     out = {"step": _pick(compiled.cost_analysis()), "step_compile_s": compile_s}
-    epoch = trainer.epoch_fn.lower(state, trainer.train_pairs, trainer.inputs).compile()
+    epoch = trainer.lower_epoch(state).compile()
     out["epoch_as_reported"] = _pick(epoch.cost_analysis())
     args = (state.params, state.opt_state, trainer.inputs, batch, jax.random.PRNGKey(2))
     times = []

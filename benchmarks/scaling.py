@@ -75,12 +75,12 @@ def measure(cfg, dataset, epochs: int) -> dict:
     trainer = Trainer(cfg, dataset)
     state = trainer.init_state()
     t0 = time.perf_counter()
-    epoch_fn = trainer.epoch_fn.lower(state, trainer.train_pairs, trainer.inputs).compile()
+    epoch_fn = trainer.lower_epoch(state).compile()
     compile_s = time.perf_counter() - t0
     losses, seconds = [], []
     for epoch in range(epochs + 1):  # epoch 0: warm-up
         t0 = time.perf_counter()
-        state, stats = epoch_fn(state, trainer.train_pairs, trainer.inputs)
+        state, stats = epoch_fn(state, trainer.train_pairs, trainer.inputs, trainer.hyper)
         loss = float(stats["loss"])  # waits for the epoch
         if epoch:
             seconds.append(time.perf_counter() - t0)

@@ -1,14 +1,20 @@
 """Many training runs ("members") as one program: S members of one sweep group trained by the
-sweep engine (`recgoat_jax.sweep.GroupTrainer`: one `jax.jit(jax.vmap(epoch))` over stacked
-states), against the same S members trained one after the other by solo runs
-(`recgoat_jax.train.loop.Trainer`), in the same process, on the same device.
+sweep engine (`recgoat_jax.sweep.GroupTrainer`: one compiled epoch over stacked states), against
+the same S members trained one after the other by solo runs (`recgoat_jax.train.loop.Trainer`),
+in the same process, on the same device.
 
-Per model and S: member-epochs per second of both, their ratio (> 1: the group beats its
-members run one after the other), the compile time of each (the first epoch minus a steady
-one), the peak resident set of the cell (VmHWM, reset before the cell) and the largest relative
-difference between a member's epoch losses and its solo run's.
+The group is timed in two layouts of its member axis (`train.sweep_vmap`): "one by one" (1:
+the members one after another inside the compiled program, each running its solo program; the
+CPU default) and "vmapped" (S: all members batched by `jax.vmap`; the accelerator default).
+
+Per model, S and layout: member-epochs per second, the ratio to the sequential solo runs (> 1:
+the group beats its members run one after the other), the compile time (the first epoch minus
+a steady one), the peak resident set of the cell (VmHWM, reset before the cell) and the largest
+relative difference between a member's epoch losses and its solo run's.
 
     python3 -m benchmarks.sweep_throughput --out benchmarks/results          # small, full
+    python3 -m benchmarks.sweep_throughput --preset baby --members-recgoat 1,2 --tag _baby \
+        --out benchmarks/results
     python3 -m benchmarks.sweep_throughput --smoke                            # tiny, < 1 min
 """
 
@@ -30,7 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", default="small", help="synthetic preset (default small)")
     p.add_argument("--members-lightgcn", default=DEFAULT_MEMBERS["lightgcn"])
     p.add_argument("--members-recgoat", default=DEFAULT_MEMBERS["recgoat"])
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs after the compiling one")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs after the compiling one")
+    p.add_argument("--layouts", default="one_by_one,vmapped",
+                   help="comma list of group layouts to time: one_by_one, vmapped")
     p.add_argument("--max-cell-s", type=float, default=300.0,
                    help="stop raising S for a model once one S took longer than this")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -84,23 +92,46 @@ def bench_cell(name: str, size: int, dataset, args) -> dict:
         sequential += seconds
         compile_solo = max(compile_solo, compile_s)
         solo_losses.append(losses)
-    group = GroupTrainer(cfgs, dataset)
-    active = np.ones(size, bool)
+    cell = {"members": size, "sequential_member_epochs_per_s": size * args.epochs / sequential,
+            "compile_solo_s": compile_solo, "layouts": {}}
+    for layout in args.layouts.split(","):
+        vmap = {"one_by_one": 1, "vmapped": size}[layout]
+        group = GroupTrainer([C.replace(c, **{"train.sweep_vmap": vmap}) for c in cfgs], dataset)
+        active = np.ones(size, bool)
 
-    def group_step(state):
-        state, stats, _ = group.train_epoch(state, active)
-        return state, {"loss": stats["loss"]}
+        def group_step(state, group=group, active=active):
+            state, stats, _ = group.train_epoch(state, active)
+            return state, {"loss": stats["loss"]}
 
-    _, compile_group, grouped, group_losses = _epochs(group_step, group.init_state(),
-                                                      args.epochs)
-    diffs = [abs(float(g[s]) - solo_losses[s][e]) / abs(solo_losses[s][e])
-             for e, g in enumerate(group_losses) for s in range(size)]
-    member_epochs = size * args.epochs
-    return {"members": size, "sequential_member_epochs_per_s": member_epochs / sequential,
-            "group_member_epochs_per_s": member_epochs / grouped,
-            "ratio": sequential / grouped, "compile_solo_s": compile_solo,
-            "compile_group_s": compile_group, "peak_rss_bytes": common.peak_rss_bytes(),
-            "max_rel_loss_diff": max(diffs), "cell_seconds": time.perf_counter() - t_cell}
+        _, compile_group, grouped, group_losses = _epochs(group_step, group.init_state(),
+                                                          args.epochs)
+        diffs = [abs(float(g[s]) - solo_losses[s][e]) / abs(solo_losses[s][e])
+                 for e, g in enumerate(group_losses) for s in range(size)]
+        cell["layouts"][layout] = {"member_epochs_per_s": size * args.epochs / grouped,
+                                   "ratio": sequential / grouped, "compile_s": compile_group,
+                                   "max_rel_loss_diff": max(diffs)}
+        del group
+    cell["peak_rss_bytes"] = common.peak_rss_bytes()
+    cell["cell_seconds"] = time.perf_counter() - t_cell
+    return cell
+
+
+def _warm_up(name: str, dataset, args) -> None:
+    """Two untimed solo epochs and a one-member group's: the first cell of a process ran up to
+    25% slower than the same cell later (allocator and page warm-up), which skewed S = 1."""
+    import numpy as np
+
+    from recgoat_jax import config as C
+    from recgoat_jax.sweep import GroupTrainer
+    from recgoat_jax.train.loop import Trainer
+
+    cfg = C.load(name, [f'data.preset="{args.preset}"', "train.n_devices=1", *args.set])
+    trainer = Trainer(cfg, dataset)
+    state = trainer.init_state()
+    for _ in range(2):
+        state, _, _ = trainer.train_epoch(state)
+    group = GroupTrainer([cfg], dataset)
+    group.train_epoch(group.init_state(), np.ones(1, bool))
 
 
 def bench_model(name: str, sizes: list[int], args, log=print) -> dict:
@@ -109,10 +140,13 @@ def bench_model(name: str, sizes: list[int], args, log=print) -> dict:
 
     dataset = generate(args.preset)
     cfg = C.load(name, [f'data.preset="{args.preset}"', *args.set])
+    _warm_up(name, dataset, args)
     cells = []
     for size in sizes:
         cell = bench_cell(name, size, dataset, args)
-        log(f"{name} S={size}: ratio {cell['ratio']:.2f}x ({cell['cell_seconds']:.0f} s)")
+        log(f"{name} S={size}: " + ", ".join(f"{k} {v['ratio']:.2f}x" for k, v in
+                                              cell["layouts"].items()) +
+            f" ({cell['cell_seconds']:.0f} s)")
         cells.append(cell)
         if cell["cell_seconds"] > args.max_cell_s:
             break
@@ -130,18 +164,29 @@ def to_markdown(result: dict) -> str:
         lines.append(warn + "\n")
     lines.append(f"Timed: {meta['epochs']} epochs after the compiling one. member-epochs/s = "
                  "S x epochs / seconds; ratio = sequential time / group time (> 1: the group "
-                 "is faster than its members one after the other). One device.\n")
-    headers = ["S", "sequential m-ep/s", "group m-ep/s", "ratio", "solo compile",
-               "group compile", "peak RSS (cell)", "max rel loss diff"]
+                 "is faster than its members one after the other). One device. Layouts of the "
+                 "group: one by one = `train.sweep_vmap=1` (each member runs its solo program "
+                 "inside the group's; the CPU default), vmapped = `train.sweep_vmap=S`.\n")
     for model in result["models"]:
+        layouts = list(model["cells"][0]["layouts"])
+        headers = ["S", "sequential m-ep/s"] + [h.format(k.replace("_", " ")) for k in layouts
+                                                for h in ("{} m-ep/s", "{} ratio")]
+        headers += ["solo compile"] + [f"{k.replace('_', ' ')} compile" for k in layouts]
+        headers += ["peak RSS (cell)"] + [f"{k.replace('_', ' ')} max rel loss diff"
+                                          for k in layouts]
         lines.append(f"## {model['model']} ({model['preset']}: {model['n_users']} users, "
                      f"{model['n_items']} items, {model['n_train']} training pairs; d = "
                      f"{model['dim']}, batch {model['batch_size']})\n")
-        rows = [[c["members"], f"{c['sequential_member_epochs_per_s']:.3f}",
-                 f"{c['group_member_epochs_per_s']:.3f}", f"**{c['ratio']:.2f}x**",
-                 common.fmt_seconds(c["compile_solo_s"]), common.fmt_seconds(c["compile_group_s"]),
-                 common.fmt_bytes(c["peak_rss_bytes"]), f"{c['max_rel_loss_diff']:.1e}"]
-                for c in model["cells"]]
+        rows = []
+        for c in model["cells"]:
+            g = c["layouts"]
+            rows.append([c["members"], f"{c['sequential_member_epochs_per_s']:.3f}"] +
+                        [x for k in layouts for x in (f"{g[k]['member_epochs_per_s']:.3f}",
+                                                      f"**{g[k]['ratio']:.2f}x**")] +
+                        [common.fmt_seconds(c["compile_solo_s"])] +
+                        [common.fmt_seconds(g[k]["compile_s"]) for k in layouts] +
+                        [common.fmt_bytes(c["peak_rss_bytes"])] +
+                        [f"{g[k]['max_rel_loss_diff']:.1e}" for k in layouts])
         lines.append(common.md_table(headers, rows))
     return "\n".join(lines)
 

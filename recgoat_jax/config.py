@@ -57,7 +57,7 @@ def setting(default, help: str, *, choices: tuple | Callable[[], tuple] = (), ru
     return dataclasses.field(default=default, metadata=meta)
 
 
-PRESETS = ("tiny", "small", "baby", "sports", "electronics", "tiktok")
+PRESETS = ("tiny", "small", "longtail", "baby", "sports", "electronics", "tiktok")
 DATA_FORMATS = ("", "mmrec", "lightgcn", "recbole")
 MODELS = ("popularity", "mf", "lightgcn", "recgoat")
 METRICS = ("recall", "ndcg", "precision", "hit")
@@ -66,6 +66,11 @@ METRICS = ("recall", "ndcg", "precision", "hit")
 def _synthetic_presets() -> tuple[str, ...]:
     from recgoat_jax.data.synthetic import PRESETS
     return tuple(PRESETS)
+
+
+def _synthetic_user_features() -> tuple[str, ...]:
+    from recgoat_jax.data.synthetic import USER_FEATURES
+    return USER_FEATURES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +89,10 @@ class DataConfig:
     text_signal: float = setting(-1.0, "synthetic: informativeness of the text modality alone; "
                                        "< 0 = as feature_signal",
                                  rule=Rule(lambda v: v < 0 or v <= 1, "<= 1 (< 0 = as above)"))
+    user_features: str = setting("history", "synthetic: user text profiles from each user's "
+                                            "training items (history) or from the planted user "
+                                            "factors (oracle: leaks the held-out interactions)",
+                                 choices=_synthetic_user_features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +189,9 @@ class TrainConfig:
     precision: str = setting("f32", "dense-matmul precision: f32 or bf16", choices=("f32", "bf16"))
     n_devices: int = setting(0, "data-parallel devices; 0 = all local devices", rule=ge(0))
     checkpoint_every: int = setting(0, "epochs between checkpoints; 0 = none", rule=ge(0))
+    sweep_vmap: int = setting(0, "sweeps: members of a group computed together by jax.vmap on "
+                                 "each device (the rest one after another); 0 = auto: 1 on "
+                                 "CPU, all of a device's members on GPU/TPU", rule=ge(0))
     max_to_keep: int = setting(3, "newest checkpoints kept (the best one besides)", rule=ge(1))
     tensorboard: bool = setting(False, "also write TensorBoard event files to <out>/tensorboard "
                                        "(needs the tensorboard extra)")

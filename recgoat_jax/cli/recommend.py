@@ -34,7 +34,7 @@ def run(args) -> int:
     trainer, params = trainer_and_params(args)
     ds = trainer.dataset
     users = [_dense_user(t, ds) for t in tokens]
-    z_user, z_item = (np.asarray(z, np.float32) for z in trainer.embed_fn(params, trainer.inputs))
+    z_user, z_item = (np.asarray(z, np.float32) for z in trainer.embed(params))
     items, scores = top_k_unseen(z_user[users], z_item, users, ds.train, min(args.k, ds.n_items))
     item_label = (lambda i: str(ds.raw_item_ids[i])) if ds.raw_item_ids is not None else int
     rows = [{"user": t, "items": [item_label(i) for i in it if i >= 0],

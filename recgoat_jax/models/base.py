@@ -74,3 +74,35 @@ def compute_dtype(precision: str):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     return PRECISIONS[precision]
+
+
+def traced_hyper_keys(model: Recommender, members: list[Mapping[str, float]]) -> list[str]:
+    """The hyperparameters a compiled program takes as arguments instead of constants.
+
+    `members`: each member's {config key: value} (a solo run is a group of one). Every key of
+    `model.hyper` is traced unless it is 0 for every member: a zero dropout rate or loss weight
+    stays a constant, so its layer or term keeps its cheap path. Solo runs and sweep members
+    trace the same keys, so a sweep member compiles exactly its solo run's program (XLA folds
+    constants and traced scalars into different roundings, and training amplifies them).
+    """
+    if model.loss_with is None:
+        return []
+    return [k for k in model.hyper if any(float(m[k]) != 0.0 for m in members)]
+
+
+def with_hyper(model: Recommender, values: Mapping[str, Any]) -> Recommender:
+    """`model` whose loss and embed read the hyperparameters in `values` ({key: scalar},
+    traced allowed); `model` itself when `values` is empty."""
+    if not values:
+        return model
+    return dataclasses.replace(
+        model, loss=model.loss_with(values),
+        embed=model.embed_with(values) if model.embed_with else model.embed)
+
+
+def init_params(model: Recommender, key: jax.Array, values: Mapping[str, Any]) -> Params:
+    """`model.init(key)`, with the initial values that `values` sets (`init_with`)."""
+    params = model.init(key)
+    if values and model.init_with is not None:
+        params = model.init_with(params, values)
+    return params

@@ -1,31 +1,31 @@
 """One group of sweep members trained as ONE compiled program.
 
 The training state of every member is stacked on a leading member axis [S, ...] (parameters,
-Adam moments, RNG keys, epoch) and the epoch is `jax.vmap`-ed over it; the data (graphs,
-features, training pairs) is shared. Per member: the train seed (initialisation, shuffles,
-negatives, dropout), the learning rate (`optax.inject_hyperparams`: it lives in the optimizer
-state) and the model's continuous hyperparameters (`Recommender.hyper`, read through
-`loss_with` / `init_with` as [S] arrays). The member axis is sharded over the device mesh
-(`train.n_devices`; S must be a multiple of the device count).
+Adam moments, RNG keys, epoch); the data (graphs, features, training pairs) is shared. Per
+member: the train seed (initialisation, shuffles, negatives, dropout), the learning rate
+(`optax.inject_hyperparams`: it lives in the optimizer state) and the model's continuous
+hyperparameters (`Recommender.hyper`, read through `loss_with` / `init_with` as [S] arrays).
+The member axis is split over the device mesh (`train.n_devices`; S must be a multiple of the
+device count), and each device runs its members `train.sweep_vmap` at a time (`members`: one
+after another on CPU, where every member then computes exactly its solo run; vmapped together
+on accelerators).
 
 Evaluation and model selection are per member, exactly as a solo run (`recgoat_jax.train.loop`):
-each member keeps its own best-valid epoch and patience. A member that has stopped is frozen by
-a mask (`active`): the compiled epoch still computes its step (a group costs S members until
-its last member stops) but keeps its old state, so its parameters stay bit-identical.
+each member keeps its own best-valid epoch and patience. A member that has stopped is frozen
+(`active` mask, a `lax.cond`): its state stays bit-identical; run one at a time it costs
+nothing, vmapped with others it costs a full member until its chunk's last member stops.
 Each member writes the same files as a solo `recgoat-jax train` run (`run_dir`), with
 "seconds" the group's epoch time (all members together).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from recgoat_jax import config as config_lib
@@ -34,13 +34,15 @@ from recgoat_jax.data import Dataset
 from recgoat_jax.eval import protocol as protocol_lib
 from recgoat_jax.io_utils import JsonlWriter, atomic_write_json, atomic_write_text
 from recgoat_jax.models import build_model
+from recgoat_jax.models.base import init_params, traced_hyper_keys, with_hyper
+from recgoat_jax.sweep.members import over_mesh, vmap_chunk
 from recgoat_jax.sweep.spec import SweepError, varying_keys
 from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.epoch import make_epoch_fn
 from recgoat_jax.train.guard import check_epoch
 from recgoat_jax.train.loop import count_params, make_evaluators, run_result
 from recgoat_jax.train.preflight import check_run, step_batch_size
-from recgoat_jax.train.state import TrainState
+from recgoat_jax.train.state import TrainState, make_optimizer
 
 ALWAYS_PER_MEMBER = ("train.seed", "train.lr")
 
@@ -75,13 +77,13 @@ class GroupTrainer:
                                  f"a shape or a code path of {self.model.name} (a member may own "
                                  f"only {sorted(allowed)}): put those members in separate groups")
         self.batch_size = step_batch_size(base.train.batch_size, len(dataset.train), 1)
-        self.member_keys = [k for k in varying if k in self.model.hyper]
         flats = [config_lib.to_flat_dict(c) for c in cfgs]
+        self.member_keys = traced_hyper_keys(self.model, flats)  # as a solo run traces them
         self.values = {k: np.asarray([f[k] for f in flats], np.float32)
                        for k in self.member_keys}
         self.seeds = np.asarray([c.train.seed for c in cfgs], np.int32)
         self.lrs = np.asarray([c.train.lr for c in cfgs], np.float32)
-        self.optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=base.train.lr)
+        self.optimizer = make_optimizer(base.train)
 
         replicated = parallel.replicated(self.mesh)
         self.members = NamedSharding(self.mesh, P(parallel.DATA_AXIS))
@@ -90,23 +92,34 @@ class GroupTrainer:
         self.member_values = parallel.place(self.values, self.members)  # placed once
         model, optimizer, n_items = self.model, self.optimizer, dataset.n_items
 
-        def member_epoch(state, train_pairs, inputs, values, active):
-            member_model = dataclasses.replace(model, loss=model.loss_with(values))
-            epoch = make_epoch_fn(member_model, optimizer, n_items, self.batch_size)
-            new, stats = epoch(state, train_pairs, inputs)
-            return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state), stats
+        self.chunk = vmap_chunk(base.train.sweep_vmap, self.size // n_dev,
+                                self.mesh.devices.flat[0].platform)
 
-        self.epoch_fn = jax.jit(
-            jax.vmap(member_epoch, in_axes=(0, None, None, 0, 0)),
-            in_shardings=(self.members, replicated, replicated, self.members, self.members),
-            out_shardings=self.members, donate_argnums=(0,))
-        def member_embed(params, inputs, values):
-            embed = model.embed_with(values) if model.embed_with else model.embed
-            return embed(params, inputs)
+        def member_epoch(state, values, active, train_pairs, inputs):
+            epoch = make_epoch_fn(with_hyper(model, values), optimizer, n_items,
+                                  self.batch_size)
 
-        self.embed_fn = jax.jit(jax.vmap(member_embed, in_axes=(0, None, 0)),
-                                in_shardings=(self.members, replicated, self.members))
-        self.diagnostics_fn = (jax.jit(jax.vmap(model.diagnostics)) if model.diagnostics
+            def frozen(state):  # a stopped member keeps its state; its stats are not read
+                stats = jax.eval_shape(epoch, state, train_pairs, inputs)[1]
+                return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats)
+
+            return jax.lax.cond(active, lambda s: epoch(s, train_pairs, inputs), frozen, state)
+
+        def member_embed(params, values, inputs):
+            return with_hyper(model, values).embed(params, inputs)
+
+        def jit_members(fn, n_member, n_shared, **kw):
+            """jit of fn(n_member per-member args [S, ...], n_shared shared args), called with
+            the member index [S] first: it gives the member axis its size even when a model
+            has no parameters (popularity)."""
+            mapped = over_mesh(lambda _, *a: fn(*a), self.mesh, self.chunk, n_shared)
+            return jax.jit(lambda index, *a: mapped((index, *a[:n_member]), *a[n_member:]),
+                           **kw)
+
+        self.index = parallel.place(np.arange(self.size, dtype=np.int32), self.members)
+        self.epoch_fn = jit_members(member_epoch, 3, 2, donate_argnums=(1,))
+        self.embed_fn = jit_members(member_embed, 2, 1)
+        self.diagnostics_fn = (jit_members(model.diagnostics, 1, 0) if model.diagnostics
                                else None)
         self.evaluators = make_evaluators(dataset, base.eval, self.mesh)
 
@@ -116,35 +129,35 @@ class GroupTrainer:
 
         def make(seed, lr, values):
             init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
-            params = model.init(init_key)
-            if values and model.init_with is not None:
-                params = model.init_with(params, values)
+            params = init_params(model, init_key, values)
             opt_state = optimizer.init(params)
             opt_state.hyperparams["learning_rate"] = lr
             return TrainState(params, opt_state, train_key, jnp.zeros((), jnp.int32))
 
-        return jax.jit(jax.vmap(make), out_shardings=self.members)(
-            *parallel.place((self.seeds, self.lrs), self.members), self.member_values)
+        init = over_mesh(make, self.mesh, self.chunk, 0)
+        return jax.jit(init)((*parallel.place((self.seeds, self.lrs), self.members),
+                              self.member_values))
 
     def train_epoch(self, state: TrainState, active: np.ndarray):
         t0 = time.perf_counter()
-        state, stats = self.epoch_fn(state, self.train_pairs, self.inputs,
-                                     self.member_values,
-                                     parallel.place(np.asarray(active, bool), self.members))
+        active = parallel.place(np.asarray(active, bool), self.members)
+        state, stats = self.epoch_fn(self.index, state, self.member_values, active,
+                                     self.train_pairs, self.inputs)
         stats = {k: np.asarray(v) for k, v in parallel.to_host(stats).items()}
         return state, stats, time.perf_counter() - t0
 
     def evaluate(self, params, members, splits) -> dict[int, dict]:
         """{member: {split: metrics}} for the listed members."""
-        z_user, z_item = parallel.to_host(self.embed_fn(
-            params, self.inputs, self.member_values))
+        z_user, z_item = parallel.to_host(self.embed_fn(self.index, params,
+                                                        self.member_values, self.inputs))
         return {s: {split: self.evaluators[split](z_user[s], z_item[s])
                     for split in splits if split in self.evaluators} for s in members}
 
     def diagnostics(self, params) -> dict[str, np.ndarray]:
         if self.diagnostics_fn is None:
             return {}
-        return {k: np.asarray(v) for k, v in parallel.to_host(self.diagnostics_fn(params)).items()}
+        diag = parallel.to_host(self.diagnostics_fn(self.index, params))
+        return {k: np.asarray(v) for k, v in diag.items()}
 
     def run(self, out_dirs: list[Path | None], progress=None, checkpoint_dir: Path | None = None,
             checkpoint_every: int = 0, resume: bool = False) -> list[dict]:

@@ -69,6 +69,7 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
     elif plan_file.exists() and not overwrite:
         raise SweepError(f"--out {out} holds an unfinished sweep: continue it with --resume, "
                          "replace it with --overwrite, or choose another --out")
+    distributed.barrier("sweep: --out checked")  # before process 0 writes into it
     main = distributed.is_main_process()  # with several processes only process 0 writes
     if main:
         if overwrite and out.is_dir():

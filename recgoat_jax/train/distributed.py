@@ -77,3 +77,11 @@ def initialize(cfg: DistributedConfig, environ=os.environ) -> bool:
 def is_main_process() -> bool:
     """Process 0 writes the run's files (config, metrics, result); the others only compute."""
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process has reached `name` (nothing to wait for with one process):
+    e.g. every process checks an output folder before process 0 starts writing into it."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)

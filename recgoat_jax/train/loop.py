@@ -29,7 +29,7 @@ from recgoat_jax.eval import protocol as protocol_lib
 from recgoat_jax.eval.ranking import RankingEvaluator
 from recgoat_jax.io_utils import JsonlWriter, atomic_write_json, atomic_write_text
 from recgoat_jax.models import Recommender, build_model
-from recgoat_jax.models.base import compute_dtype
+from recgoat_jax.models.base import compute_dtype, init_params, traced_hyper_keys, with_hyper
 from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.checkpoint import CheckpointError, Checkpointer, Progress
 from recgoat_jax.train.epoch import make_epoch_fn
@@ -52,11 +52,18 @@ class RunInterrupted(Exception):
         super().__init__(f"interrupted after epoch {epoch}{where}")
 
 
+def make_evaluator(dataset: Dataset, split: str, ev, mesh) -> RankingEvaluator:
+    """The full-ranking evaluator of `split` ("valid" | "test") as every model is ranked:
+    only the TRAINING items are masked, for valid and for test alike (the MMRec protocol).
+    `ev`: an `EvalConfig` (ks, user_batch); `mesh`: None for the first device."""
+    return RankingEvaluator(dataset.n_users, dataset.n_items, dataset.train,
+                            getattr(dataset, split), ks=ev.ks, user_batch=ev.user_batch,
+                            mesh=mesh)
+
+
 def make_evaluators(dataset: Dataset, ev, mesh) -> dict[str, RankingEvaluator]:
     """{split: full-ranking evaluator} for the non-empty valid / test splits."""
-    return {split: RankingEvaluator(dataset.n_users, dataset.n_items, dataset.train,
-                                    getattr(dataset, split), ks=ev.ks, user_batch=ev.user_batch,
-                                    mesh=mesh)
+    return {split: make_evaluator(dataset, split, ev, mesh)
             for split in ("valid", "test") if len(getattr(dataset, split))}
 
 
@@ -83,12 +90,20 @@ class Trainer:
         replicated = parallel.replicated(self.mesh)
         self.inputs = parallel.place(self.model.inputs, replicated)
         self.train_pairs = parallel.place(dataset.train.astype(np.int32), replicated)
-        epoch_fn = make_epoch_fn(self.model, self.optimizer, dataset.n_items,
-                                 self.batch_size, constrain=parallel.constrain_batch(self.mesh))
+        flat = config_lib.to_flat_dict(cfg)
+        self.hyper = parallel.place({k: np.float32(flat[k]) for k in
+                                     traced_hyper_keys(self.model, [flat])}, replicated)
+        model, constrain = self.model, parallel.constrain_batch(self.mesh)
+
+        def epoch_fn(state, train_pairs, inputs, hyper):
+            epoch = make_epoch_fn(with_hyper(model, hyper), self.optimizer, dataset.n_items,
+                                  self.batch_size, constrain=constrain)
+            return epoch(state, train_pairs, inputs)
+
         self.epoch_fn = jax.jit(epoch_fn, in_shardings=replicated, out_shardings=replicated,
                                 donate_argnums=(0,))
-        self.embed_fn = jax.jit(self.model.embed, in_shardings=replicated,
-                                out_shardings=replicated)
+        self.embed_fn = jax.jit(lambda params, inputs, hyper: with_hyper(model, hyper).embed(
+            params, inputs), in_shardings=replicated, out_shardings=replicated)
         self.diagnostics_fn = (jax.jit(self.model.diagnostics) if self.model.diagnostics
                                else None)
         self.evaluators = make_evaluators(dataset, cfg.eval, self.mesh)
@@ -100,21 +115,30 @@ class Trainer:
 
     def init_state(self) -> TrainState:
         """The initial state, replicated on the mesh (the same on every device count)."""
-        def make(seed_key):
+        def make(seed_key, hyper):
             init_key, train_key = jax.random.split(seed_key)
-            return init_state(self.model.init(init_key), self.optimizer, train_key)
+            return init_state(init_params(self.model, init_key, hyper), self.optimizer,
+                              train_key)
 
         # jit: flax's eager init of RecGOAT runs its whole forward op by op (~20 s on CPU)
         return jax.jit(make, out_shardings=parallel.replicated(self.mesh))(
-            jax.random.PRNGKey(self.cfg.train.seed))
+            jax.random.PRNGKey(self.cfg.train.seed), self.hyper)
+
+    def embed(self, params) -> tuple[jax.Array, jax.Array]:
+        """z_user [U, d], z_item [I, d] of `params` (eval mode)."""
+        return self.embed_fn(params, self.inputs, self.hyper)
 
     def evaluate(self, params, splits=("valid", "test")) -> dict[str, dict[str, float]]:
-        z_user, z_item = self.embed_fn(params, self.inputs)
+        z_user, z_item = self.embed(params)
         return {s: self.evaluators[s](z_user, z_item) for s in splits if s in self.evaluators}
+
+    def lower_epoch(self, state: TrainState):
+        """The epoch function lowered for `state` (for cost / memory analysis and HLO)."""
+        return self.epoch_fn.lower(state, self.train_pairs, self.inputs, self.hyper)
 
     def train_epoch(self, state: TrainState) -> tuple[TrainState, dict, float]:
         t0 = time.perf_counter()
-        state, stats = self.epoch_fn(state, self.train_pairs, self.inputs)
+        state, stats = self.epoch_fn(state, self.train_pairs, self.inputs, self.hyper)
         stats = {k: float(v) for k, v in parallel.to_host(stats).items()}
         return state, stats, time.perf_counter() - t0
 

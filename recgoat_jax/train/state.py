@@ -19,8 +19,13 @@ class TrainState(NamedTuple):
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Adam, no weight decay, no schedule (the reference). torch's Adam eps is 1e-8 as optax's."""
-    return optax.adam(cfg.lr)
+    """Adam, no weight decay, no schedule (the reference). torch's Adam eps is 1e-8 as optax's.
+
+    The learning rate lives in the optimizer state (`optax.inject_hyperparams`): a sweep gives
+    each member its own, and a solo run then compiles exactly a sweep member's program (a
+    constant learning rate is folded into other roundings than a traced one).
+    """
+    return optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr)
 
 
 def init_state(params, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:

@@ -58,8 +58,7 @@ def test_lightgcn_on_8_devices_equals_1_device(tiny):
     _assert_same_run(run_1, run_8)
     trainer_8, state_8, _ = run_8
     # the batch really is split: the compiled epoch all-reduces (the gradients)
-    hlo = trainer_8.epoch_fn.lower(state_8, trainer_8.train_pairs, trainer_8.inputs) \
-        .compile().as_text()
+    hlo = trainer_8.lower_epoch(state_8).compile().as_text()
     assert "all-reduce" in hlo
     metrics_1 = run_1[0].evaluate(run_1[1].params)
     metrics_8 = trainer_8.evaluate(state_8.params)
@@ -104,12 +103,12 @@ def test_bf16_runs_the_dense_matmuls_in_bf16_and_keeps_f32_state(tiny):
                                                      "train.n_devices=2"]), tiny)
     state = trainer.init_state()
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
-    lowered = trainer.epoch_fn.lower(state, trainer.train_pairs, trainer.inputs).as_text()
+    lowered = trainer.lower_epoch(state).as_text()
     bf16_dots = [line for line in lowered.splitlines() if "dot_general" in line and "bf16" in line]
     # forward and backward of: the text projection, the GAT kernel, the fusion map
     assert len(bf16_dots) >= 3, lowered[:2000]
     f32_lowered = Trainer(C.load(None, TINY + RECGOAT + ["train.n_devices=2"]), tiny) \
-        .epoch_fn.lower(state, trainer.train_pairs, trainer.inputs).as_text()
+        .lower_epoch(state).as_text()
     assert not [line for line in f32_lowered.splitlines() if "bf16" in line]
     # bf16 operands, f32 results: close to the f32 branch, not equal to it
     x = tiny.item_features["text"]
