@@ -3,8 +3,9 @@
 Set-up: 8 forced CPU devices (multi-device tests) and a persistent compilation cache.
 Shared: the repository paths (`REPO`, `CONFIGS`), the golden file of the public PyTorch code
 (`golden`; absent it skips locally and FAILS in CI, which always has ../shared), the synthetic
-`tiny` preset, `close` (relative comparison), `run_cli` / `run_features_cli` (the command line
-in-process), and data folders written from a `Dataset` (`tiny_mmrec`).
+`tiny` preset, `close` (relative comparison), `np_entropic_ot` / `np_sinkhorn_divergence`
+(float64 numpy Sinkhorn), `run_cli` / `run_features_cli` (the command line in-process), and
+data folders written from a `Dataset` (`tiny_mmrec`).
 """
 
 import os
@@ -58,6 +59,49 @@ def close(got, want, rtol: float = 1e-4, name: str = "") -> None:
     assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(np.abs(want).max(), 1e-12),
                                err_msg=name)
+
+
+def np_entropic_ot(x, y, epsilon: float, tolerance: float = 1e-8,
+                   max_iterations: int = 200_000) -> float:
+    """Entropic OT between uniform point clouds x [n, d], y [m, d] with squared-Euclidean cost,
+    in float64 numpy: <P, C> + eps KL(P | a b^T) at the Sinkhorn fixed point (log domain,
+    P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)), iterated until every row and column sum is
+    within `tolerance` (relative) of its marginal. Written from the formula, for tests of the
+    ott-based losses."""
+    from scipy.special import logsumexp
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    a, b = np.full(len(x), 1.0 / len(x)), np.full(len(y), 1.0 / len(y))
+    cost = np.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)
+    symmetric = x.shape == y.shape and np.array_equal(x, y)
+    f, g = np.zeros(len(x)), np.zeros(len(y))
+
+    def plan():
+        return a[:, None] * b[None, :] * np.exp((f[:, None] + g[None, :] - cost) / epsilon)
+
+    def error():
+        p = plan()
+        return max(np.abs(p.sum(1) - a).max() / a.max(), np.abs(p.sum(0) - b).max() / b.max())
+
+    for i in range(max_iterations):
+        if symmetric:  # the averaged update: alternating ones crawl on a near-identity plan
+            f = 0.5 * (f - epsilon * logsumexp((f[None, :] - cost) / epsilon, b=b[None, :],
+                                               axis=1))
+            g = f
+        else:
+            f = -epsilon * logsumexp((g[None, :] - cost) / epsilon, b=b[None, :], axis=1)
+            g = -epsilon * logsumexp((f[:, None] - cost) / epsilon, b=a[:, None], axis=0)
+        if i % 100 == 99 and error() < tolerance:
+            break
+    assert error() < tolerance, "np_entropic_ot did not converge"
+    p = plan()
+    return float(np.sum(p * cost) + epsilon * np.sum(p * np.log(p / (a[:, None] * b[None, :]))))
+
+
+def np_sinkhorn_divergence(x, y, epsilon: float) -> float:
+    """OT(x, y) - (OT(x, x) + OT(y, y)) / 2 with `np_entropic_ot`."""
+    return np_entropic_ot(x, y, epsilon) - 0.5 * (np_entropic_ot(x, x, epsilon)
+                                                  + np_entropic_ot(y, y, epsilon))
 
 
 def run_features_cli(argv: list[str], ds) -> int:

@@ -57,3 +57,41 @@ def test_reference_contrastive_matches_golden(golden):
         zu[u], zf[p], (cf[p], cf[n]), {"text": (zt[p], zt[n]), "image": (zi[p], zi[n])},
         0.5, float(golden["temperature"]), mask)
     np.testing.assert_allclose(cl, golden["loss/cl"], rtol=1e-5)
+
+
+def np_cmcl(z_user, fused, modal, w, tau):
+    """The paper's CMCL (REFERENCE.md section 7, defect 4), row by row in float64:
+    (1 - w) InfoNCE(user, fused) + w mean_m mean_i -log exp(<z^m_i, z_i>/tau) /
+    sum_j exp(<z^m_i, z_j>/tau), every row L2-normalised, in-batch negatives."""
+    def unit(x):
+        x = np.asarray(x, np.float64)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def nce(anchors, targets):
+        a, t = unit(anchors), unit(targets)
+        terms = [-np.log(np.exp(a[i] @ t[i] / tau) / sum(np.exp(a[i] @ t[j] / tau)
+                                                        for j in range(len(t))))
+                 for i in range(len(a))]
+        return np.mean(terms)
+
+    modal_terms = [nce(z, fused) for z in modal.values()]
+    return (1 - w) * nce(z_user, fused) + w * np.mean(modal_terms)
+
+
+@pytest.mark.parametrize("block", [0, 8])
+def test_cmcl_matches_the_papers_formula(block):
+    rng = np.random.default_rng(4)
+    n, keep = 24, 19
+    zu, zf, zt, zi = rng.normal(size=(4, n, 6)).astype(np.float32)
+    zi += 0.5 * zf  # modalities related to the fused rows, so the terms are not all alike
+    mask = np.arange(n) < keep
+    garbage = lambda x: np.where(mask[:, None], x, 1e3 * rng.normal(size=x.shape))  # noqa: E731
+    got = losses.cmcl(*(jnp.asarray(garbage(x), jnp.float32) for x in (zu, zf)),
+                      {"text": jnp.asarray(garbage(zt), jnp.float32),
+                       "image": jnp.asarray(garbage(zi), jnp.float32)},
+                      0.3, 0.2, jnp.asarray(mask), block)
+    want = np_cmcl(zu[:keep], zf[:keep], {"text": zt[:keep], "image": zi[:keep]}, 0.3, 0.2)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    # without modalities only the user-item term is left (no (1 - w) factor)
+    alone = losses.cmcl(jnp.asarray(zu), jnp.asarray(zf), {}, 0.3, 0.2, jnp.ones(n, bool))
+    np.testing.assert_allclose(float(alone), np_cmcl(zu, zf, {"x": zf}, 0.0, 0.2), rtol=1e-5)

@@ -77,7 +77,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
             raise ConfigError(f"data.path = '{cfg.path}' but data.format is empty: resolve the "
                               "format first (recgoat_jax.data.load.resolve_data)")
         return synthetic.generate(cfg.preset, seed=cfg.seed, feature_signal=cfg.feature_signal,
-                                  text_signal=cfg.text_signal)
+                                  text_signal=cfg.text_signal, user_features=cfg.user_features)
     if not cfg.path:
         raise ConfigError(f"data.path is empty: data.format = '{cfg.format}' reads a folder")
     if not Path(cfg.path).is_dir():
@@ -95,7 +95,8 @@ def data_source(cfg: DataConfig) -> dict:
     the absolute folder, format and the SHA-256 of each interaction file."""
     if not cfg.format:
         return {"kind": "synthetic", "preset": cfg.preset, "seed": cfg.seed,
-                "feature_signal": cfg.feature_signal, "text_signal": cfg.text_signal}
+                "feature_signal": cfg.feature_signal, "text_signal": cfg.text_signal,
+                "user_features": cfg.user_features}
     folder = Path(cfg.path)
     patterns = ("train.txt", "valid.txt", "test.txt") if cfg.format == "lightgcn" \
         else (f"{cfg.name or '*'}.inter",)

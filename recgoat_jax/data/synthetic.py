@@ -16,8 +16,17 @@ The generative story:
    random projection, ``z`` column standardisation and noise N(0, 1), so every column has unit
    variance; s = 0 is pure noise and s = 1 is noiseless. Then, like the real encoders' output:
    text rows are L2-normalised (sentence-transformer style), image features pass through a
-   ReLU (non-negative CNN style); other modalities stay as they are. Optional user text
-   features are made the same way from ``P`` (user text profiles).
+   ReLU (non-negative CNN style); other modalities stay as they are.
+6. Optional user text features (user text profiles), ``user_features``:
+   - ``"history"`` (the default): made like the text features above, but from
+     ``H [U, k]``, each user's mean planted item factor ``Q_i`` over their TRAINING items only;
+     a user with no training item gets a noise-only unit row. Real profiles are written from
+     a user's training history (the paper's LLM summaries, this project's `profiles`), so
+     these carry nothing the training interactions do not: the best case of such a profile
+     (the mean of the items' planted factors, not of their noisy features).
+   - ``"oracle"``: made from ``P``, the planted user factors that also draw the held-out
+     interactions. No real profile has that information: use it only to study the model
+     with a leak on purpose, never for a result.
 
 Every component draws from its own generator seeded by ``(seed, component name)``, so changing
 a feature's signal or dimension leaves the interactions (and the other features) unchanged.
@@ -62,6 +71,10 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(60, 45, 600, {"text": 24, "image": 40}, _DEFAULT_SIGNAL, 24),
     # The README's default job: LightGCN learns it in about a minute on 2 CPU cores.
     "small": Preset(3000, 2000, 60000, {"text": 128, "image": 256}, _DEFAULT_SIGNAL, 128),
+    # Sparse long tail (experiments/protocol.py): like `small` but twice the items and half the
+    # interactions, so about 65% of the items have fewer than 5 training interactions (about
+    # 15% none: only their content describes them); a LightGCN epoch costs no more than small's.
+    "longtail": Preset(3000, 4000, 30000, {"text": 128, "image": 256}, _DEFAULT_SIGNAL, 128),
     # Sizes of the MMRec Amazon sets and of TikTok (no user features: those come from `encode`).
     "baby": Preset(19445, 7050, 160792, _AMAZON_FEATURES, _DEFAULT_SIGNAL),
     "sports": Preset(35598, 18357, 296337, _AMAZON_FEATURES, _DEFAULT_SIGNAL),
@@ -306,11 +319,62 @@ def make_features(factors: np.ndarray, dim: int, signal: float, kind: str,
     return out
 
 
+USER_FEATURES = ("history", "oracle")
+
+
+def history_factors(train: np.ndarray, item_factors: np.ndarray,
+                    n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's mean planted item factor over their training items.
+
+    Args:
+      train: ``[N, 2]`` (user, item) training pairs.
+      item_factors: ``[I, k]`` planted item factors ``Q``.
+      n_users: U.
+    Returns:
+      ``(history [U, k] float32, has_history [U] bool)``; rows without a training item are 0.
+    """
+    counts = np.bincount(train[:, 0], minlength=n_users)
+    sums = np.zeros((n_users, item_factors.shape[1]), np.float64)
+    np.add.at(sums, train[:, 0], item_factors[train[:, 1]])
+    has = counts > 0
+    sums[has] /= counts[has, None]
+    return sums.astype(np.float32), has
+
+
+def user_text_features(dataset: Dataset, planted: Planted, dim: int, signal: float, seed: int,
+                       kind: str = "history") -> np.ndarray:
+    """User text profiles ``[U, dim]`` float32 of a synthetic dataset (module docstring, 6.).
+
+    Args:
+      dataset: the interactions; "history" reads ``dataset.train`` and nothing else.
+      planted: the hidden truth `dataset` was drawn from.
+      dim, signal: feature dimension and informativeness in [0, 1] (as `make_features`).
+      seed: the generation seed.
+      kind: "history" (from the training items) or "oracle" (from the planted user factors,
+        which also drew the held-out interactions: a leak).
+    """
+    if kind not in USER_FEATURES:
+        raise ValueError(f"user_features = {kind!r}: expected one of {USER_FEATURES}")
+    rng = _rng(seed, "user_features/text")
+    if kind == "oracle":
+        return make_features(planted.user_factors, dim, signal, "text", rng)
+    history, has = history_factors(dataset.train, planted.item_factors, dataset.n_users)
+    out = np.empty((dataset.n_users, dim), np.float32)
+    if has.any():
+        out[has] = make_features(history[has], dim, signal, "text", rng)
+    if not has.all():  # nothing to summarise: a unit-norm row of pure noise
+        noise = _rng(seed, "user_features/text/no_history").standard_normal(
+            (int((~has).sum()), dim), dtype=np.float32)
+        out[~has] = noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    return out
+
+
 def make_synthetic(n_users: int, n_items: int, n_interactions: int,
                    feature_dims: dict[str, int], signal: dict[str, float],
                    user_feature_dim: int | None = None, seed: int = 2025,
                    name: str = "synthetic", *, affinity_scale: float = AFFINITY_SCALE,
-                   popularity_exponent: float = POPULARITY_EXPONENT) -> Dataset:
+                   popularity_exponent: float = POPULARITY_EXPONENT,
+                   user_features: str = "history") -> Dataset:
     """A synthetic `Dataset` (see the module docstring for how it is made).
 
     Args:
@@ -324,7 +388,11 @@ def make_synthetic(n_users: int, n_items: int, n_interactions: int,
       name: the dataset's name; its source is ``"synthetic:<name>"``.
       affinity_scale, popularity_exponent: tau and a (higher tau: more personal, more
         predictable; higher a: popularity explains more).
+      user_features: "history" (from each user's training items) or "oracle" (from the
+        planted user factors: a leak of the held-out interactions; module docstring, 6.).
     """
+    if user_features not in USER_FEATURES:
+        raise ValueError(f"user_features = {user_features!r}: expected one of {USER_FEATURES}")
     missing = sorted(set(feature_dims) - set(signal))
     if missing:
         raise ValueError(f"no signal given for modality '{missing[0]}': expected a value in "
@@ -337,14 +405,13 @@ def make_synthetic(n_users: int, n_items: int, n_interactions: int,
     item_features = {m: make_features(planted.item_factors, dim, float(signal[m]), m,
                                       _rng(seed, f"item_features/{m}"))
                      for m, dim in feature_dims.items()}
-    user_features = {}
-    if user_feature_dim:
-        s = float(signal.get("user_text", signal.get("text", 1.0)))
-        user_features["text"] = make_features(planted.user_factors, user_feature_dim, s, "text",
-                                              _rng(seed, "user_features/text"))
-    return Dataset(name=name, n_users=n_users, n_items=n_items, train=train, valid=valid,
-                   test=test, item_features=item_features, user_features=user_features,
-                   source=f"synthetic:{name}")
+    ds = Dataset(name=name, n_users=n_users, n_items=n_items, train=train, valid=valid,
+                 test=test, item_features=item_features, source=f"synthetic:{name}")
+    if not user_feature_dim:
+        return ds
+    s = float(signal.get("user_text", signal.get("text", 1.0)))
+    profiles = user_text_features(ds, planted, user_feature_dim, s, seed, user_features)
+    return dataclasses.replace(ds, user_features={"text": profiles})
 
 
 def preset_signal(preset: str, feature_signal: float | None = None,
@@ -367,16 +434,17 @@ def _preset(preset: str) -> Preset:
 
 
 def generate(preset: str, seed: int = 2025, feature_signal: float | None = None,
-             text_signal: float | None = None) -> Dataset:
+             text_signal: float | None = None, user_features: str = "history") -> Dataset:
     """The synthetic dataset of a preset (`PRESETS`), e.g. ``generate("small")``.
 
     Args:
-      preset: tiny | small | baby | sports | electronics | tiktok.
+      preset: tiny | small | longtail | baby | sports | electronics | tiktok.
       seed: generation seed (factors, interactions, split, features).
       feature_signal: informativeness of every modality in [0, 1]; None or < 0: the preset's.
       text_signal: informativeness of the text modality (item and user); None or < 0: as above.
+      user_features: "history" or "oracle" (a leak, see the module docstring, 6.).
     """
     spec = _preset(preset)
     return make_synthetic(spec.n_users, spec.n_items, spec.n_interactions, spec.feature_dims,
                           preset_signal(preset, feature_signal, text_signal),
-                          spec.user_feature_dim, seed, preset)
+                          spec.user_feature_dim, seed, preset, user_features=user_features)

@@ -220,7 +220,8 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
     Loss terms: bpr, reg, cl (unless contrastive is "none"), ot (when on), and per modality
     ``plan_<m>_sum`` (the plan's mass: 0 or NaN flags a broken plan) and
     ``plan_<m>_marginal_error`` (`plan_diagnostics`' largest deviation of a row or column sum
-    from its target marginal; no gradient flows through either).
+    from its target marginal) and ``plan_<m>_marginal_rel_error`` (the same relative to the
+    target: 0.05 means some row or column is 5% off; no gradient flows through any of them).
     `initial_weight_keys`: the config key of each modality's initial fusion weight (in the
     module's order), for `hyper` / `init_with`; () leaves them out.
     """
@@ -281,8 +282,9 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
             # plan health, for the non-finite guard: a plan that is all zeros or NaN is reported
             for m, plan in out["plans"].items():
                 terms[f"plan_{m}_sum"] = jnp.sum(plan)
-                terms[f"plan_{m}_marginal_error"] = plan_diagnostics(
-                    jax.lax.stop_gradient(plan), plan_scale)["marginal_error"]
+                health = plan_diagnostics(jax.lax.stop_gradient(plan), plan_scale)
+                terms[f"plan_{m}_marginal_error"] = health["marginal_error"]
+                terms[f"plan_{m}_marginal_rel_error"] = health["relative_error"]
             return total, terms
 
         return loss

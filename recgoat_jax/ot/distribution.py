@@ -40,7 +40,8 @@ def ot_loss(x: jnp.ndarray, y: jnp.ndarray, kind: str, epsilon: float,
       x: [B, d] modality embeddings of the batch's items.
       y: [B, d] ID embeddings of the same items (their order does not matter to the loss).
       kind: "sinkhorn_divergence" (debiased: 0 for identical clouds, >= 0) or "entropic"
-        (the regularised OT cost <P, C> - eps H(P); biased, not 0 for identical clouds).
+        (the regularised OT cost <P, C> + eps KL(P | a b^T), a and b the row weights; biased,
+        not 0 for identical clouds).
       epsilon: entropic regularisation, in the units of the cost.
       mask: optional [B] bool; False rows (padding) carry zero mass and get zero gradient.
       iterations: fixed Sinkhorn iteration count per solve (a multiple of 10 is exact).

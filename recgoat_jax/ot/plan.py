@@ -274,6 +274,8 @@ def plan_diagnostics(plan: jnp.ndarray, plan_scale: str = "one") -> dict[str, jn
       row_error, col_error: max |row (column) sum - target| (targets: `plan_targets`);
         for unbalanced problems (tau < 1) a nonzero error is expected;
       marginal_error: the larger of the two;
+      relative_error: max |sum / target - 1| over every row and column: the largest relative
+        deviation from the target marginals, the same number for either plan_scale;
       mass: total mass (1 for "one", d for "dim" when converged);
       all_zero: bool, the mass is below 1e-6 of the target (the kernel underflowed);
       has_nan: bool, some entry is NaN or infinite.
@@ -287,6 +289,7 @@ def plan_diagnostics(plan: jnp.ndarray, plan_scale: str = "one") -> dict[str, jn
         "row_error": row_error,
         "col_error": col_error,
         "marginal_error": jnp.maximum(row_error, col_error),
+        "relative_error": jnp.maximum(row_error / row_target, col_error / col_target),
         "mass": mass,
         "all_zero": mass < 1e-6 * row_target * n,
         "has_nan": jnp.logical_not(jnp.all(jnp.isfinite(plan))),

@@ -57,7 +57,7 @@ def test_result_records_data_source_version_commit_devices(run_cli, tiny_mmrec, 
                          "--set", "train.epochs=1")
     source = json.loads((tmp_path / "syn" / "result.json").read_text())["data_source"]
     assert source == {"kind": "synthetic", "preset": "tiny", "seed": 2025,
-                      "feature_signal": -1.0, "text_signal": -1.0}
+                      "feature_signal": -1.0, "text_signal": -1.0, "user_features": "history"}
 
 
 def test_output_files_have_the_usual_permissions(run_cli, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -36,6 +37,21 @@ def test_small_preset_sizes():
     assert (ds.n_users, ds.n_items, n_pairs(ds)) == (3000, 2000, 60000)
     assert 0.75 < len(ds.train) / n_pairs(ds) < 0.85
     assert len(ds.valid) == len(ds.test) > 0
+    assert {k: v.shape[1] for k, v in ds.item_features.items()} == {"text": 128, "image": 256}
+    assert ds.user_features["text"].shape == (3000, 128)
+
+
+@pytest.mark.parametrize("seed", [2025, 2026])
+def test_longtail_preset_is_sparse_in_training(seed):
+    """Most items have fewer than 5 TRAINING interactions (the protocol's long-tail setting),
+    with `small`'s feature shapes and no more training pairs than `small`."""
+    ds = generate("longtail", seed=seed)
+    assert (ds.n_users, ds.n_items, n_pairs(ds)) == (3000, 4000, 30000)
+    per_item = np.bincount(ds.train[:, 1], minlength=ds.n_items)
+    assert (per_item < 5).mean() > 0.5
+    assert (per_item == 0).mean() < 0.3  # a tail, not a catalogue of unseen items
+    assert per_item.max() > 100  # with a popular head
+    assert len(ds.train) < 0.5 * PRESETS["small"].n_interactions  # small trains on 80%
     assert {k: v.shape[1] for k, v in ds.item_features.items()} == {"text": 128, "image": 256}
     assert ds.user_features["text"].shape == (3000, 128)
 
@@ -105,10 +121,86 @@ def test_informativeness_knob(modality):
     assert r2[0.0] < r2[0.3] < r2[1.0]
 
 
-def test_user_features_follow_user_factors():
-    ds = make_synthetic(1200, 40, 6000, {}, {"text": 1.0}, user_feature_dim=48, seed=2)
+def test_oracle_user_features_follow_user_factors():
+    ds = make_synthetic(1200, 40, 6000, {}, {"text": 1.0}, user_feature_dim=48, seed=2,
+                        user_features="oracle")
     factors = planted_structure(1200, 40, seed=2).user_factors
     assert probe_r2(ds.user_features["text"], factors) > 0.85
+
+
+def test_history_user_features_follow_the_training_items():
+    ds = make_synthetic(1200, 40, 6000, {}, {"text": 1.0}, user_feature_dim=48, seed=2)
+    planted = planted_structure(1200, 40, seed=2)
+    # the mean planted factor of each user's training items, written out here
+    history = np.zeros((1200, 16))
+    for u in range(1200):
+        history[u] = planted.item_factors[ds.train[ds.train[:, 0] == u, 1]].mean(0)
+    assert probe_r2(ds.user_features["text"], history) > 0.85
+    np.testing.assert_allclose(np.linalg.norm(ds.user_features["text"], axis=1), 1.0, rtol=1e-5)
+
+
+def _tiny_profiles(ds, kind="history"):
+    planted = planted_structure(ds.n_users, ds.n_items, seed=2025)
+    return synthetic.user_text_features(ds, planted, 24, 0.7, 2025, kind)
+
+
+def test_default_user_features_are_the_history_ones(tiny):
+    np.testing.assert_array_equal(tiny.user_features["text"], _tiny_profiles(tiny))
+
+
+def test_user_features_ignore_the_held_out_interactions(tiny):
+    """The leak test: datasets that differ only in valid / test have the same user features;
+    changing the training pairs does change them."""
+    base = _tiny_profiles(tiny)
+    held_out = np.concatenate([tiny.valid, tiny.test])
+    rng = np.random.default_rng(0)
+    shuffled = held_out[rng.permutation(len(held_out))]
+    half = len(shuffled) // 2
+    for valid, test in ((tiny.test, tiny.valid),  # swapped
+                        (shuffled[:half], shuffled[half:]),  # redrawn split of the same pairs
+                        (tiny.valid[:0], tiny.test[: len(tiny.test) // 3])):  # most dropped
+        other = dataclasses.replace(tiny, valid=valid, test=test)
+        np.testing.assert_array_equal(_tiny_profiles(other), base)
+    # the valid pairs moved into train: the profiles now see them
+    more_train = dataclasses.replace(tiny, train=np.concatenate([tiny.train, tiny.valid]),
+                                     valid=tiny.valid[:0])
+    changed = np.abs(_tiny_profiles(more_train) - base).max(axis=1) > 1e-4
+    assert changed[np.unique(tiny.valid[:, 0])].all()
+    # and the oracle does not depend on the interactions at all (it reads the planted factors)
+    np.testing.assert_array_equal(_tiny_profiles(more_train, "oracle"),
+                                  _tiny_profiles(tiny, "oracle"))
+
+
+def test_oracle_user_features_are_the_old_construction():
+    ds = generate("tiny", user_features="oracle")
+    planted = planted_structure(60, 45, seed=2025)
+    old = synthetic.make_features(planted.user_factors, 24, 0.7, "text",
+                                  synthetic._rng(2025, "user_features/text"))
+    np.testing.assert_array_equal(ds.user_features["text"], old)
+    history = generate("tiny")
+    np.testing.assert_array_equal(ds.train, history.train)
+    np.testing.assert_array_equal(ds.item_features["text"], history.item_features["text"])
+    assert not np.allclose(ds.user_features["text"], history.user_features["text"])
+    with pytest.raises(ValueError, match="user_features = 'planted'"):
+        generate("tiny", user_features="planted")
+
+
+def test_users_without_training_items_get_a_fixed_noise_row(tiny):
+    no_user_0 = dataclasses.replace(tiny, train=tiny.train[tiny.train[:, 0] != 0])
+    a, b = _tiny_profiles(no_user_0), _tiny_profiles(no_user_0)
+    np.testing.assert_array_equal(a, b)
+    assert np.all(np.isfinite(a)) and np.linalg.norm(a[0]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_data_config_chooses_the_user_features():
+    from recgoat_jax import config as C
+    from recgoat_jax.data.load import data_source, load_dataset
+    cfg = C.load(None, ["data.preset=tiny", "data.user_features=oracle"])
+    assert C.load(None, []).data.user_features == "history"
+    oracle = generate("tiny", user_features="oracle")
+    np.testing.assert_array_equal(load_dataset(cfg.data).user_features["text"],
+                                  oracle.user_features["text"])
+    assert data_source(cfg.data)["user_features"] == "oracle"
 
 
 def recall_at_20(scores: np.ndarray, ds) -> float:

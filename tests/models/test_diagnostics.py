@@ -40,6 +40,9 @@ def test_loss_terms_report_each_plans_marginal_error(tiny, overrides):
         row_t, col_t = (1.0, 1.0) if cfg.model.oat.plan_scale == "dim" else (1 / d, 1 / d)
         want = max(np.abs(plan.sum(1) - row_t).max(), np.abs(plan.sum(0) - col_t).max())
         assert float(terms[f"plan_{m}_marginal_error"]) == pytest.approx(want, abs=1e-6)
+        relative = max(np.abs(plan.sum(1) / row_t - 1).max(), np.abs(plan.sum(0) / col_t - 1).max())
+        assert relative > 0  # a plan that is not exactly balanced, so the check is not trivial
+        assert float(terms[f"plan_{m}_marginal_rel_error"]) == pytest.approx(relative, rel=1e-4)
         assert f"plan_{m}_sum" in terms
 
 
@@ -50,9 +53,10 @@ def test_marginal_error_carries_no_gradient(tiny):
     params = model.init(jax.random.PRNGKey(0))
     batch = _batch(tiny)
     m = sorted(tiny.item_features)[0]
-    grads = jax.grad(lambda p: model.loss(p, model.inputs, batch, jax.random.PRNGKey(1))[1][
-        f"plan_{m}_marginal_error"])(params)
-    assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
+    for key in (f"plan_{m}_marginal_error", f"plan_{m}_marginal_rel_error"):
+        grads = jax.grad(lambda p: model.loss(p, model.inputs, batch, jax.random.PRNGKey(1))[1][
+            key])(params)
+        assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads)), key
 
 
 @pytest.mark.parametrize("weights", ["unconstrained", "softmax"])

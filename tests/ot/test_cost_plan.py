@@ -209,6 +209,9 @@ def test_plan_diagnostics_marginal_error_is_the_larger_of_row_and_column():
     diag = plan_diagnostics(plan, "one")
     assert float(diag["row_error"]) == 0.0
     assert float(diag["marginal_error"]) == pytest.approx(0.25)
+    assert float(diag["relative_error"]) == pytest.approx(0.5)  # column 0.75 for a target 0.5
+    dim = plan_diagnostics(plan, "dim")  # targets 1 and 1: column 1 sums to 0.25, 75% off
+    assert float(dim["relative_error"]) == pytest.approx(0.75)
 
 
 def test_transport_plan_refuses_anything_but_plan_options(moderate_cost):

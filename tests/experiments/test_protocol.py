@@ -1,0 +1,156 @@
+"""experiments/protocol.py: the smoke run end to end on `tiny` (equal budgets, selection on
+valid, a rerun that trains nothing, the partial marker), bad input, and the paired-difference
+interval against a hand computation."""
+
+import json
+import math
+import shutil
+import statistics
+import time
+
+import pytest
+
+MODELS = "popularity,mf,lightgcn"
+TRAINED = ("mf", "lightgcn")
+
+
+@pytest.fixture(scope="module")
+def protocol(load_script):
+    return load_script("experiments/protocol.py", "protocol")
+
+
+@pytest.fixture(scope="module")
+def smoke(protocol, tmp_path_factory):
+    """One smoke run: (argv, runs dir, report dict, seconds)."""
+    root = tmp_path_factory.mktemp("protocol")
+    argv = ["--setting", "small_informative", "--smoke", "--models", MODELS, "--quiet",
+            "--runs-dir", str(root / "runs"), "--results-dir", str(root / "results")]
+    t0 = time.perf_counter()
+    assert protocol.main(argv) == 0
+    seconds = time.perf_counter() - t0
+    print(f"protocol smoke run: {seconds:.1f} s")
+    report = json.loads((root / "results" / "small_informative.json").read_text())
+    return argv, root / "runs", report, seconds
+
+
+def test_smoke_writes_a_row_per_model(smoke):
+    _, _, report, _ = smoke
+    page = (smoke[1].parent / "results" / "small_informative.md").read_text()
+    for name in MODELS.split(","):
+        final = report["models"][name]["final"]
+        assert final["n_runs"] == 1
+        assert 0.0 <= final["test"]["recall@20"]["mean"] <= 1.0
+        assert f"| {name} | 1 |" in page
+    # the models outside --models have no runs: the page says so at the top
+    assert page.startswith("**PARTIAL**") and "recgoat (not in --models)" in report["partial"]
+    assert report["missing"] == ["recgoat-reference", "recgoat-paper", "recgoat",
+                                 "recgoat-no-user-side"]
+    assert report["models"]["mf"]["final"]["vs_lightgcn"]["recall@20"]["n"] == 1
+    assert report["git_commit"] and report["date"] and "--smoke" in report["command"]
+    assert report["models"]["lightgcn"]["resolved_config"]["data"]["preset"] == "tiny"
+
+
+def test_every_trainable_model_gets_the_same_tuning_budget(smoke):
+    _, runs, report, _ = smoke
+    draws = {}
+    for name in TRAINED:
+        assert report["models"][name]["tune_configurations"] == 2
+        sweep = json.loads((runs / "tune" / name / "sweep.json").read_text())
+        assert len(sweep["configurations"]) == 2
+        draws[name] = [c["settings"] for c in sweep["configurations"]]
+    assert draws["mf"] == draws["lightgcn"]  # the same (lr, decay) points for every model
+    assert report["models"]["popularity"]["tune_configurations"] == 0
+
+
+def test_chosen_configuration_is_the_best_on_valid(smoke):
+    _, runs, report, _ = smoke
+    for name in TRAINED:
+        sweep = json.loads((runs / "tune" / name / "sweep.json").read_text())
+        valid = {}
+        for row in sweep["configurations"]:
+            results = [json.loads((runs / "tune" / name / m / "result.json").read_text())
+                       for m in row["members"]]
+            valid[tuple(row["settings"])] = statistics.fmean(r["valid"]["recall@20"]
+                                                             for r in results)
+        best = max(valid, key=valid.get)
+        assert tuple(report["models"][name]["chosen"]) == best
+        final_cfg = report["models"][name]["resolved_config"]
+        lr = float(dict(s.split("=") for s in best)["train.lr"])
+        assert final_cfg["train"]["lr"] == pytest.approx(lr)
+        assert final_cfg["data"]["seed"] != report["protocol"]["tune_seed"]  # another split
+
+
+def test_rerun_skips_finished_work(protocol, smoke, capsys):
+    argv, runs, _, seconds = smoke
+    stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("result.json")}
+    assert len(stamps) == 2 * 2 + 2 + 1  # tuning of mf, lightgcn; their finals; popularity
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    assert protocol.main(argv) == 0
+    assert "0 sweep(s) trained" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("result.json")} == stamps
+    assert time.perf_counter() - t0 < max(10.0, seconds / 3)
+
+
+def test_a_missing_final_sweep_marks_the_table_partial(protocol, smoke, tmp_path, capsys):
+    argv, runs, _, _ = smoke
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    (copy / "final" / "lightgcn" / "sweep.json").unlink()  # as if interrupted in its last group
+    args = [*argv, "--report-only"]
+    args[args.index("--runs-dir") + 1] = str(copy)
+    args[args.index("--results-dir") + 1] = str(tmp_path / "results")
+    assert protocol.main(args) == 0
+    assert "0 sweep(s) trained" in capsys.readouterr().out
+    report = json.loads((tmp_path / "results" / "small_informative.json").read_text())
+    assert "lightgcn" in report["missing"] and "lightgcn" in report["partial"]
+
+
+def test_a_runs_folder_of_another_search_is_refused(protocol, smoke):
+    argv = [*smoke[0], "--sample-seed", "7"]
+    with pytest.raises(SystemExit, match="holds a sweep of other members"):
+        protocol.main(argv)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--setting", "ml100k"], "--setting ml100k needs --data-path"),
+    (["--setting", "ml100k", "--data-path", "/nonexistent/ml-100k"], "--data-path"),
+    (["--setting", "longtail", "--models", "lightgcn,bpr"], "--models bpr"),
+    (["--setting", "longtail", "--budget", "0"], "--budget 0"),
+    (["--setting", "longtail", "--data-path", "/tmp"], "--data-path"),
+])
+def test_bad_input_is_one_line_naming_the_flag(protocol, argv, flag):
+    with pytest.raises(SystemExit) as e:
+        protocol.main(argv)
+    message = str(e.value)
+    assert message.startswith("protocol.py: error: ") and flag in message
+    assert "\n" not in message
+
+
+def test_paired_interval_matches_a_hand_computation(load_script):
+    report = load_script("experiments/protocol_report.py", "protocol_report")
+    # differences 0.01, 0.03, 0.02: mean 0.02, sample sd 0.01, t_{0.975, 2} = 4.303
+    half = 4.303 * 0.01 / math.sqrt(3)
+    got = report.paired_interval([0.01, 0.03, 0.02])
+    assert got["n"] == 3
+    assert got["mean"] == pytest.approx(0.02)
+    assert (got["low"], got["high"]) == pytest.approx((0.02 - half, 0.02 + half))
+    assert math.isnan(report.paired_interval([0.5])["low"])
+    # per split, the train seeds are averaged before the difference is taken
+    runs = [{"data_seed": s, "test": {"recall@20": v}} for s, v in
+            [(1, 0.30), (1, 0.32), (2, 0.40), (2, 0.42), (3, 0.20), (3, 0.20)]]
+    base = [{"data_seed": s, "test": {"recall@20": v}} for s, v in
+            [(1, 0.30), (2, 0.38), (2, 0.40), (3, 0.21), (4, 0.9)]]
+    diff = report.paired_difference(runs, base, "recall@20")
+    assert diff["splits"] == pytest.approx({1: 0.01, 2: 0.02, 3: -0.01})  # split 4 unpaired
+    d = [0.01, 0.02, -0.01]
+    half = 4.303 * statistics.stdev(d) / math.sqrt(3)
+    assert (diff["low"], diff["high"]) == pytest.approx((statistics.fmean(d) - half,
+                                                         statistics.fmean(d) + half))
+
+
+def test_t_table_matches_scipy(load_script):
+    stats = pytest.importorskip("scipy.stats")
+    report = load_script("experiments/protocol_report.py", "protocol_report")
+    for df in range(1, 31):
+        assert report.t_quantile(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
