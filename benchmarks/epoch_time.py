@@ -116,12 +116,15 @@ class JaxRunner:
     def __init__(self, cfg, dataset, pairs: np.ndarray):
         import jax
         from recgoat_jax.train import parallel
+        from recgoat_jax.models import build_model
         from recgoat_jax.train.loop import Trainer
 
         empty = np.zeros((0, 2), np.int32)
         t0 = time.perf_counter()
-        # no evaluation here: leave the evaluators (and their device masks) out
-        self.trainer = Trainer(cfg, dataclasses.replace(dataset, valid=empty, test=empty))
+        # no evaluation here: leave the evaluators (and their device masks) out; the model is
+        # built here because the run checks (`check_run`) refuse a dataset without valid / test
+        train_only = dataclasses.replace(dataset, valid=empty, test=empty)
+        self.trainer = Trainer(cfg, train_only, model=build_model(cfg, train_only))
         self.state = self.trainer.init_state()
         self.build_s = time.perf_counter() - t0
         self.pairs = parallel.place(pairs.astype(np.int32), parallel.replicated(self.trainer.mesh))
@@ -169,10 +172,12 @@ def run_setting(model: str, dim: int, dataset, args, epochs_measured: int,
     print(f"== {model} d={dim}: {timed_batches} of {full_batches} batches per timed epoch",
           flush=True)
 
-    variants = [("torch", "reference", False)]
-    if args.torch_closed_form and model == "recgoat":
+    frameworks = args.frameworks.split(",")
+    variants = [("torch", "reference", False)] if "torch" in frameworks else []
+    if "torch" in frameworks and args.torch_closed_form and model == "recgoat":
         variants.append(("torch", "closed-form cost", True))
-    variants.append(("jax", jax_variant_name(jax_cfg, args), None))
+    if "jax" in frameworks:
+        variants.append(("jax", jax_variant_name(jax_cfg, args), None))
     runners, rows = [], []
     for framework, variant, closed_form in variants:
         row = {"framework": framework, "variant": variant, "status": "ok"}
@@ -345,6 +350,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--jax-set", action="append", metavar="KEY=VALUE",
                         help="JAX-only override that keeps the computation (e.g. "
                              "loss.infonce_block=1024); named in the JAX row")
+    parser.add_argument("--frameworks", default="torch,jax",
+                        help="comma list: torch (the PyTorch port, on CPU) and jax; jax alone "
+                             "where the port cannot run on the device being measured")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default)")
     parser.add_argument("--wait-quiet-min", type=float, default=0.0,
@@ -362,10 +370,14 @@ def main(argv=None) -> dict:
     epochs = per_dim(args.epochs_measured, dims, "epochs-measured")
     max_batches = per_dim(args.max_batches, dims, "max-batches")
 
+    unknown = sorted(set(args.frameworks.split(",")) - {"torch", "jax"})
+    if unknown:
+        raise SystemExit(f"--frameworks: unknown {unknown}; expected torch and/or jax")
     import jax  # noqa: F401 - imported here so that machine/thread info can see both
-    import torch
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+    if "torch" in args.frameworks.split(","):
+        import torch
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
 
     load = {"before": common.load_average()}
     if args.wait_quiet_min > 0:

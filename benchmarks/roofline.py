@@ -470,12 +470,14 @@ def run_setting(model: str, dim: int, dataset, args, rates: dict) -> dict:
     import dataclasses
 
     from recgoat_jax import config as config_lib
+    from recgoat_jax.models import build_model
     from recgoat_jax.train.loop import Trainer, count_params
     from benchmarks.epoch_time import CONFIGS, MODELS
 
     cfg = config_lib.load(CONFIGS / MODELS[model][0], [f"model.dim={dim}"] + list(args.set or []))
     empty = np.zeros((0, 2), np.int32)
-    trainer = Trainer(cfg, dataclasses.replace(dataset, valid=empty, test=empty))
+    train_only = dataclasses.replace(dataset, valid=empty, test=empty)  # no evaluators
+    trainer = Trainer(cfg, train_only, model=build_model(cfg, train_only))  # no run checks
     s = sizes_of(cfg, dataset, trainer.model.inputs)
     n_params = count_params(trainer.init_state().params)
     per_batch = count_batch(model, cfg, s, n_params)

@@ -15,6 +15,8 @@ relative difference between a member's epoch losses and its solo run's.
     python3 -m benchmarks.sweep_throughput --out benchmarks/results          # small, full
     python3 -m benchmarks.sweep_throughput --preset baby --members-recgoat 1,2 --tag _baby \
         --out benchmarks/results
+    python3 -m benchmarks.sweep_throughput --devices 8 --members-lightgcn 8,16 \
+        --members-recgoat 8 --tag _8cpu --out benchmarks/results   # member axis on 8 devices
     python3 -m benchmarks.sweep_throughput --smoke                            # tiny, < 1 min
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 
@@ -43,8 +46,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stop raising S for a model once one S took longer than this")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every model")
+    p.add_argument("--devices", type=int, default=1,
+                   help="devices the group's member axis is sharded over (solo runs: 1); "
+                        "without an accelerator, forced host devices sharing the CPU cores "
+                        "(XLA_FLAGS, set before jax loads): equal results, no speed-up")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny preset, S in {1, 2}, one timed epoch, no waiting (< 1 min)")
+                   help="tiny preset, S in {D, 2D} (D = --devices), one timed epoch, no "
+                        "waiting (< 1 min)")
     p.add_argument("--wait-quiet-min", type=float, default=10.0,
                    help="wait at most this long for the 1-minute load average to drop below 1.5")
     p.add_argument("--out", default="", help="folder for sweep_throughput{tag}.{json,md}")
@@ -52,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.preset, args.epochs, args.wait_quiet_min = "tiny", 1, 0.0
-        args.members_lightgcn = args.members_recgoat = "1,2"
+        args.members_lightgcn = args.members_recgoat = f"{args.devices},{2 * args.devices}"
     return args
 
 
@@ -96,7 +104,9 @@ def bench_cell(name: str, size: int, dataset, args) -> dict:
             "compile_solo_s": compile_solo, "layouts": {}}
     for layout in args.layouts.split(","):
         vmap = {"one_by_one": 1, "vmapped": size}[layout]
-        group = GroupTrainer([C.replace(c, **{"train.sweep_vmap": vmap}) for c in cfgs], dataset)
+        group = GroupTrainer([C.replace(c, **{"train.sweep_vmap": vmap,
+                                              "train.n_devices": args.devices}) for c in cfgs],
+                             dataset)
         active = np.ones(size, bool)
 
         def group_step(state, group=group, active=active):
@@ -164,7 +174,9 @@ def to_markdown(result: dict) -> str:
         lines.append(warn + "\n")
     lines.append(f"Timed: {meta['epochs']} epochs after the compiling one. member-epochs/s = "
                  "S x epochs / seconds; ratio = sequential time / group time (> 1: the group "
-                 "is faster than its members one after the other). One device. Layouts of the "
+                 "is faster than its members one after the other). "
+                 f"Group on {meta.get('devices', 1)} device(s) "
+                 f"({meta.get('device_kind', '')}), solo runs on one. Layouts of the "
                  "group: one by one = `train.sweep_vmap=1` (each member runs its solo program "
                  "inside the group's; the CPU default), vmapped = `train.sweep_vmap=S`.\n")
     for model in result["models"]:
@@ -198,6 +210,10 @@ def main(argv=None, log=print) -> dict:
     wait = common.wait_for_quiet(args.wait_quiet_min * 60, log=log)
     before = common.load_average()
     log(f"load average before: {before}")
+    if args.devices > 1:  # only touches the host platform: accelerators are used as they are
+        flag = f"--xla_force_host_platform_device_count={args.devices}"
+        os.environ["XLA_FLAGS"] = " ".join(x for x in (os.environ.get("XLA_FLAGS", ""), flag)
+                                           if x)
     import jax
 
     models = [bench_model(name, [int(v) for v in getattr(args, f"members_{name}").split(",")],
@@ -208,6 +224,7 @@ def main(argv=None, log=print) -> dict:
                                 "wait": wait},
                        "own_threads": common.busy_threads(),
                        "epochs": args.epochs, "jax_version": jax.__version__,
+                       "devices": args.devices, "device_kind": jax.devices()[0].device_kind,
                        "machine": common.machine_info(), "threads": common.thread_info()},
               "models": models}
     if args.out:

@@ -17,3 +17,16 @@ def test_smoke_run_measures_both_ways_and_agrees(tmp_path):
             assert layout["max_rel_loss_diff"] < 1e-5  # LightGCN members equal their solo runs
     md = (tmp_path / "sweep_throughput.md").read_text()
     assert "| S |" in md and "## lightgcn" in md
+
+
+def test_smoke_run_shards_the_group_over_devices(tmp_path):
+    # the test session has 8 forced CPU devices (conftest)
+    result = sweep_throughput.main(["--smoke", "--models", "lightgcn", "--devices", "4",
+                                    "--layouts", "one_by_one", "--out", str(tmp_path)],
+                                   log=lambda *_: None)
+    assert result["meta"]["devices"] == 4
+    cells = result["models"][0]["cells"]
+    assert [c["members"] for c in cells] == [4, 8]
+    for c in cells:
+        assert c["layouts"]["one_by_one"]["max_rel_loss_diff"] < 1e-5
+    assert "Group on 4 device(s)" in (tmp_path / "sweep_throughput.md").read_text()
