@@ -62,6 +62,20 @@ def _same_state(a, b) -> bool:
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
+def _close(a, b, rel: float = 1e-5) -> bool:
+    """Equal up to `rel` relative in every float, exactly elsewhere (nested dicts / lists /
+    arrays): for runs compiled in two processes, where XLA's reductions may round 1 ulp apart."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, (list, tuple)) and not isinstance(a, str):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) or (hasattr(a, "dtype") and np.issubdtype(np.asarray(a).dtype,
+                                                                      np.floating)):
+        return np.allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rel,
+                           atol=rel * 1e-3)
+    return np.array_equal(np.asarray(a), np.asarray(b)) if hasattr(a, "dtype") else a == b
+
+
 @pytest.fixture(scope="module")
 def straight(tiny, tmp_path_factory):
     """A 4-epoch run that was never interrupted: (trainer, result, out dir)."""
@@ -125,9 +139,10 @@ def test_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(
     trainer = Trainer(_cfg("train.epochs=4"), tiny)
     result = trainer.run(out, progress=False, resume=True)
     trainer_a, result_a, out_a = straight
-    assert _same_state(trainer.state, trainer_a.state)
-    assert _untimed(result) == _untimed(result_a)
-    assert _lines(out) == _lines(out_a)  # the epoch-3 line of the killed run was replaced
+    # epochs 1-2 ran in the worker process: equal to rounding (measured: 1 ulp, some runs)
+    assert _close(jax.tree.leaves(trainer.state), jax.tree.leaves(trainer_a.state))
+    assert _close(_untimed(result), _untimed(result_a))
+    assert _close(_lines(out), _lines(out_a))  # the epoch-3 line of the killed run was replaced
     assert not list((out / "checkpoints").rglob("*orbax-checkpoint-tmp*"))
 
 
