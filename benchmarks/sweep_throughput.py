@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--devices", type=int, default=1,
                    help="devices the group's member axis is sharded over (solo runs: 1); "
                         "without an accelerator, forced host devices sharing the CPU cores "
-                        "(XLA_FLAGS, set before jax loads): equal results, no speed-up")
+                        "(XLA_FLAGS, set before jax loads): they show the sharding, not a speed-up")
     p.add_argument("--smoke", action="store_true",
                    help="tiny preset, S in {D, 2D} (D = --devices), one timed epoch, no "
                         "waiting (< 1 min)")
