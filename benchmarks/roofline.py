@@ -21,8 +21,9 @@ Per setting (model, d, dataset):
      summed over components: compulsory-traffic floor (B x B matrices kept in cache or
      blocked) and materialised floor (every B x B matrix written to and read from memory);
   5. the measured JAX epoch from the epoch_time JSON (`--epoch-json`), and its ratio to the floor;
-  6. with `--components`: each component's measured forward + backward time in JAX (jit, median
-     of 5 after a warm-up), beside its floor, and the measured single training step.
+  6. with `--components`: each component's measured forward + backward time in JAX (value and
+     gradient, 5 chained calls in one compiled scan, median of 3: `scanned_seconds`), beside
+     its floor, and the measured single training step.
 
 Usage (repository root):
   python3 -m benchmarks.roofline [--models recgoat,lightgcn] [--dims 64,256,800] [--preset baby]
@@ -184,7 +185,7 @@ def measure_rates() -> dict:
     mm = jax.jit(lambda x, y: x @ y)
     t = _best_time(lambda: mm(a, a).block_until_ready())
     out["matmul_flops_per_s"] = 2 * 2048**3 / t
-    for dim in (64, 256):
+    for dim in (64, 256, 800):
         x = jax.random.normal(key, (4096, dim), jnp.float32)
         t = _best_time(lambda: mm(x, x.T).block_until_ready())
         out[f"matmul_4096x{dim}x4096_flops_per_s"] = 2 * 4096 * 4096 * dim / t
@@ -265,8 +266,42 @@ def _pick(ca) -> dict:
     return {k: float(ca.get(k, 0.0)) for k in ("flops", "transcendentals", "bytes accessed")}
 
 
+def scanned_seconds(fn, first, *rest, reps: int = 5, runs: int = 3) -> float:
+    """Seconds per call of fn(first, *rest) (any pytree out), timed as a `lax.scan` of `reps`
+    chained calls in ONE executable, median of `runs` after a compile + warm-up run.
+
+    Inside the scan the temporaries are allocated once, as in the training epoch's scan; a
+    lone jitted call pays first-touch page faults on every fresh [E, d] or [B, B] buffer,
+    which inflated isolated timings 2-6x on this machine. Each call's input depends on the
+    previous output (+ 0 * its sum), so XLA can neither hoist nor overlap the calls.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def chained(first, *rest):
+        def body(carry, _):
+            shifted = jax.tree.map(
+                lambda x: x + carry.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                else x, first)
+            out = fn(shifted, *rest)
+            total = sum(jnp.sum(leaf) for leaf in jax.tree.leaves(out))
+            return carry + 0.0 * total, None
+
+        return jax.lax.scan(body, jnp.zeros((), jnp.float32), None, length=reps)[0]
+
+    run = jax.jit(chained)
+    jax.block_until_ready(run(first, *rest))
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(first, *rest))
+        times.append((time.perf_counter() - t0) / reps)
+    return statistics.median(times)
+
+
 def component_times(model: str, cfg, trainer, s: dict) -> dict[str, float]:
-    """Measured forward + backward seconds of each component (jit, median of 5), one batch."""
+    """Measured forward + backward seconds of each component, one batch: value and gradient
+    (so the forward pass is live) with the model's own kernels and graphs (`scanned_seconds`)."""
     import jax
     import jax.numpy as jnp
     from recgoat_jax import losses
@@ -283,20 +318,13 @@ def component_times(model: str, cfg, trainer, s: dict) -> dict[str, float]:
     # drop unused columns nor turn a gradient of sum(x @ K) into column sums
     r_item = jax.random.normal(jax.random.PRNGKey(7), (I, d))
 
-    def timed(fn, *args):
-        g = jax.jit(fn)
-        jax.block_until_ready(g(*args))
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            jax.block_until_ready(g(*args))
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    def fwd_bwd(loss, argnums=0):
+        return jax.value_and_grad(loss, argnums=argnums)
 
     if s["L"] > 0:
         x0 = 0.1 * jax.random.normal(key, (s["N"], d))
         r_node = jax.random.normal(jax.random.PRNGKey(8), (s["N"], d))
-        out["propagation"] = timed(jax.grad(
+        out["propagation"] = scanned_seconds(fwd_bwd(
             lambda x, g, r: jnp.sum(lightgcn_propagate(g, x, s["L"]) * r)), x0, inputs["graph"],
             r_node)
     if model == "recgoat":
@@ -305,17 +333,18 @@ def component_times(model: str, cfg, trainer, s: dict) -> dict[str, float]:
             branch = ModalityBranch(dim=d, n_layers=m_cfg.gat_layers, heads=m_cfg.gat_heads,
                                     feat_drop=m_cfg.feat_dropout, attn_drop=m_cfg.attn_dropout,
                                     dropout=m_cfg.dropout)
-            x, (snd, rcv) = inputs["features"][m], inputs["knn"][m]
-            params = branch.init(key, x, snd, rcv, True)
+            x, knn = inputs["features"][m], inputs["knn"][m]
+            params = branch.init(key, x, knn[0], knn[1], True)
             proj_only = {"params": {"proj": params["params"]["proj"]}}
 
-            def branch_loss(p, x, snd, rcv, r):
-                return jnp.sum(branch.apply(p, x, snd, rcv, False, rngs={"dropout": key}) * r)
+            def branch_loss(p, x, knn, r):
+                z = branch.apply(p, x, knn[0], knn[1], False, *knn[2:], rngs={"dropout": key})
+                return jnp.sum(z * r)
 
-            out[f"projection+gat[{m}]"] = timed(jax.grad(branch_loss), params, x, snd, rcv,
-                                                r_item)
+            out[f"projection+gat[{m}]"] = scanned_seconds(fwd_bwd(branch_loss), params, x, knn,
+                                                          r_item)
             proj = lambda p, x, r: jnp.sum((x @ p["params"]["proj"]["kernel"]) * r)  # noqa: E731
-            out[f"projection[{m}]"] = timed(jax.grad(proj), proj_only, x, r_item)
+            out[f"projection[{m}]"] = scanned_seconds(fwd_bwd(proj), proj_only, x, r_item)
             z = 0.1 * jax.random.normal(key, (I, d))
             z_cf = 0.05 * jax.random.normal(jax.random.PRNGKey(1), (I, d))
             delta = 0.01 * jax.random.normal(key, (d, d))
@@ -326,14 +355,14 @@ def component_times(model: str, cfg, trainer, s: dict) -> dict[str, float]:
                                       plan_options(oat_cfg))
                 return jnp.sum((z @ (plan + delta)) * r)
 
-            out[f"oat[{m}]"] = timed(jax.grad(oat, argnums=(0, 1, 2)), z, z_cf, delta, r_item)
+            out[f"oat[{m}]"] = scanned_seconds(fwd_bwd(oat, argnums=(0, 1, 2)), z, z_cf, delta,
+                                               r_item)
         n_cl = infonce_terms(cfg, len(s["modalities"]))
         a = jax.random.normal(key, (B, d))
         b = jax.random.normal(jax.random.PRNGKey(2), (B, d))
         mask = jnp.ones(B, bool)
-        one = timed(jax.grad(lambda a, b: losses.infonce(a, b, cfg.loss.temperature, mask,
-                                                         cfg.loss.infonce_block), argnums=(0, 1)),
-                    a, b)
+        one = scanned_seconds(fwd_bwd(lambda a, b: losses.infonce(
+            a, b, cfg.loss.temperature, mask, cfg.loss.infonce_block), argnums=(0, 1)), a, b)
         out[f"infonce x{n_cl}"] = n_cl * one
         out["infonce (one term)"] = one
     return out
@@ -369,6 +398,25 @@ def _jax_row(data: dict, model: str, dim: int, path: str) -> dict | None:
                     return {"epoch_s": r["epoch_s"]["median"], "extrapolated": s["extrapolated"],
                             "source": str(path)}
     return None
+
+
+def infonce_shape_note(setting: dict, rates: dict) -> str:
+    """The InfoNCE floor at the measured rate of its own product shape (B x d x B), which on
+    a CPU is far below the square-matmul rate the table's floor assumes."""
+    sz, comp = setting["sizes"], setting.get("component_seconds", {})
+    name = next((n for n in setting["per_batch"] if n.startswith("infonce x")), None)
+    rate = rates.get(f"matmul_4096x{sz['d']}x4096_flops_per_s")
+    if name is None or rate is None or sz["B"] != 4096:
+        return ""
+    cnt = setting["per_batch"][name]
+    floor = cnt["matmul_flops"] / rate + cnt["exps"] / rates["exps_per_s"]
+    text = (f"\nInfoNCE at the measured rate of its own product shape (B x d x B = 4096 x "
+            f"{sz['d']} x 4096: {rate / 1e9:.0f} GFLOP/s, against "
+            f"{rates['matmul_flops_per_s'] / 1e9:.0f} at 2048^3): floor "
+            f"{common.fmt_seconds(floor)}")
+    if name in comp:
+        text += f"; measured {common.fmt_seconds(comp[name])} = {comp[name] / floor:.1f}x of it"
+    return text + ".\n"
 
 
 def markdown(result: dict) -> str:
@@ -420,7 +468,9 @@ def markdown(result: dict) -> str:
                          common.fmt_seconds(s["floor_per_batch"][name]["compulsory"]),
                          common.fmt_seconds(s["floor_per_batch"][name]["materialised"]),
                          s["floor_per_batch"][name]["bound"],
-                         common.fmt_seconds(measured) if measured is not None else "-"])
+                         common.fmt_seconds(measured) if measured is not None else "-",
+                         f"{measured / s['floor_per_batch'][name]['compulsory']:.1f}x"
+                         if measured is not None else "-"])
         t = s["totals_per_batch"]
         rows.append(["**total / batch**", f"{t['matmul_flops'] / 1e9:.2f}",
                      f"{t['other_flops'] / 1e9:.2f}", f"{t['exps'] / 1e6:.1f}",
@@ -430,11 +480,14 @@ def markdown(result: dict) -> str:
                      common.fmt_seconds(s["floor_batch_s"]["compulsory"]),
                      common.fmt_seconds(s["floor_batch_s"]["materialised"]), "",
                      common.fmt_seconds(s["xla"]["step_measured_s"]) + " (whole step)"
+                     if s.get("xla") else "-",
+                     f"{s['xla']['step_measured_s'] / s['floor_batch_s']['compulsory']:.1f}x"
                      if s.get("xla") else "-"])
         text += common.md_table(["component (per batch, fwd+bwd)", "matmul GFLOP", "other GFLOP",
                                  "exps (M)", "randoms (M)", "MB streamed+gathered",
                                  "B x B MB", "floor (compulsory)", "floor (materialised)",
-                                 "bound", "measured JAX"], rows)
+                                 "bound", "measured JAX", "measured / floor"], rows)
+        text += infonce_shape_note(s, r)
         x = s.get("xla")
         if x:
             nb = sz["n_batches"]

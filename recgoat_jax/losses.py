@@ -76,16 +76,27 @@ def _blocked_lse_fwd(a, b, col_bias, block):
 
 def _blocked_lse_bwd(block, residuals, g):
     a, b, col_bias, lse = residuals
+    # d lse[r] / d logits[r, s] = softmax P[r, s]; with the cotangent g: grad_a = (g P) @ b and
+    # grad_b = (g P)^T @ a. Each pass rebuilds its blocks of g P from lse. The second pass
+    # builds P's column blocks already transposed (from b_blk @ a^T) instead of multiplying by
+    # P^T: one more [block, n] matmul, but XLA's CPU product with a transposed [B, B] operand
+    # ran at a third of the rate of the plain one (53 against 186 GFLOP/s at B = 4096, d = 64).
 
-    def one_block(grad_b, xs):
+    def row_block(xs):
         rows, lse_rows, g_rows = xs
         p = jnp.exp(rows @ b.T + col_bias - lse_rows[:, None]) * g_rows[:, None]  # [block, m]
-        return grad_b + p.T @ rows, p @ b
+        return p @ b
 
-    grad_b, grad_a = jax.lax.scan(
-        one_block, jnp.zeros_like(b),
-        (_block_rows(a, block), _block_rows(lse, block), _block_rows(g, block)))
-    return grad_a.reshape(-1, a.shape[1])[: a.shape[0]], grad_b, jnp.zeros_like(col_bias)
+    def column_block(xs):
+        cols, bias_cols = xs
+        p_t = jnp.exp(cols @ a.T + bias_cols[:, None] - lse[None, :]) * g[None, :]  # [block, n]
+        return p_t @ a
+
+    grad_a = jax.lax.map(row_block, (_block_rows(a, block), _block_rows(lse, block),
+                                     _block_rows(g, block)))
+    grad_b = jax.lax.map(column_block, (_block_rows(b, block), _block_rows(col_bias, block)))
+    return (grad_a.reshape(-1, a.shape[1])[: a.shape[0]],
+            grad_b.reshape(-1, b.shape[1])[: b.shape[0]], jnp.zeros_like(col_bias))
 
 
 blocked_logsumexp.defvjp(_blocked_lse_fwd, _blocked_lse_bwd)

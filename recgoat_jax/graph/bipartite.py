@@ -2,7 +2,8 @@
 
 Nodes are users 0..U-1 followed by items U..U+I-1. Edges hold both directions of every unique
 training pair, sorted by receiver, with the weight 1/sqrt(deg(s) deg(r)) precomputed, so one
-propagation step is a gather, a scale and a sorted segment sum: exactly D^-1/2 A D^-1/2 E.
+propagation step is one CSR product (`recgoat_jax.graph.sparse`): exactly D^-1/2 A D^-1/2 E.
+The matrix is symmetric, so its backward pass is the same product of the cotangent.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import jax
 import jraph
 import numpy as np
+
+from recgoat_jax.graph.sparse import row_pointers, symmetric_csr_matmul
 
 
 def normalized_user_item_graph(n_users: int, n_items: int, train_pairs: np.ndarray) -> jraph.GraphsTuple:
@@ -41,8 +44,17 @@ def normalized_user_item_graph(n_users: int, n_items: int, train_pairs: np.ndarr
     )
 
 
-def propagate(graph: jraph.GraphsTuple, x: jax.Array) -> jax.Array:
-    """One step x <- Â x.  x: [N, d] -> [N, d]."""
+def propagate(graph: jraph.GraphsTuple, x: jax.Array, indptr: jax.Array | None = None) -> jax.Array:
+    """One step x <- Â x.  x: [N, d] -> [N, d]; indptr: the graph's CSR row pointers [N + 1]
+    (`row_pointers(graph.receivers, N)`, computed here when not given)."""
+    if indptr is None:
+        indptr = row_pointers(graph.receivers, x.shape[0])
+    return symmetric_csr_matmul(graph.edges, graph.senders, indptr, x)
+
+
+def propagate_segment_sum(graph: jraph.GraphsTuple, x: jax.Array) -> jax.Array:
+    """`propagate` as a gather, a scale and a sorted segment sum (the formulation the CSR
+    product replaced; kept as the reference of tests and benchmarks)."""
     messages = x[graph.senders] * graph.edges[:, None].astype(x.dtype)
     return jax.ops.segment_sum(messages, graph.receivers, num_segments=x.shape[0],
                                indices_are_sorted=True)
@@ -51,7 +63,8 @@ def propagate(graph: jraph.GraphsTuple, x: jax.Array) -> jax.Array:
 def lightgcn_propagate(graph: jraph.GraphsTuple, x0: jax.Array, n_layers: int) -> jax.Array:
     """Mean of x0, Âx0, ..., Â^L x0.  x0: [N, d] -> [N, d]."""
     total, x = x0, x0
+    indptr = row_pointers(graph.receivers, x0.shape[0])
     for _ in range(n_layers):
-        x = propagate(graph, x)
+        x = propagate(graph, x, indptr)
         total = total + x
     return total / (n_layers + 1)

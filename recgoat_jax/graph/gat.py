@@ -2,7 +2,11 @@
 modality branch (projection + GAT layers) built from it (REFERENCE.md section 3).
 
 Edges are given as (senders [E], receivers [E]) sorted by receiver, messages flowing
-sender -> receiver, self-loops already included (``recgoat_jax.graph.knn.knn_graph``).
+sender -> receiver, self-loops already included (``recgoat_jax.graph.knn.knn_graph``). When the
+edge set is symmetric and its reverse-edge permutation is given (``reverse`` [E], built once on
+host by ``recgoat_jax.graph.sparse.reverse_edges``; the kNN graphs are symmetrised), the
+attention-weighted aggregation runs as one CSR product per head, forward and backward
+(`attention_aggregate`), instead of materialising the [E, d] messages and scatter-adding them.
 Parameter names and initialisations match the PyTorch reference so that a converter can map
 ``fc.weight`` -> ``kernel`` (transposed), ``attn_l``/``attn_r`` [1, H, d/H] -> [H, d/H],
 ``bias`` -> ``bias``, and ``proj.weight``/``proj.bias`` -> ``proj/kernel`` (transposed) /
@@ -20,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from recgoat_jax.graph.sparse import csr_matmul, row_pointers
 from recgoat_jax.layers import Dropout
 
 # DGL GATConv.reset_parameters uses nn.init.calculate_gain("relu").
@@ -63,6 +68,48 @@ def segment_softmax(logits: jax.Array, segment_ids: jax.Array, num_segments: int
     return exp_logits / normaliser[segment_ids]
 
 
+@jax.custom_vjp
+def attention_aggregate(attention: jax.Array, projected: jax.Array, senders: jax.Array,
+                        indptr: jax.Array, receivers: jax.Array, reverse: jax.Array) -> jax.Array:
+    """out[r, h] = sum over edges e = s -> r of attention[e, h] * projected[s, h].
+
+    attention: [E, H]; projected: [N, H, d/H]; senders, receivers: [E] sorted by receiver;
+    indptr: [N + 1] CSR row pointers; reverse: [E] the reverse of each edge (symmetric edge
+    set). Returns [N, H, d/H]. Forward: one CSR product per head. Backward: the transpose is
+    the same CSR structure with the attention read through `reverse` (one more product per
+    head), and d attention[e, h] = <g[r, h], projected[s, h]> is a gather, a product and a
+    [d, H] head-summing matmul (a reduction over the minor d/H axis runs several times
+    slower on XLA's CPU backend).
+    """
+    return _aggregate(attention, projected, senders, indptr)
+
+
+def _aggregate(attention, projected, senders, indptr):
+    # heads leading ([H, E], [H, N, d/H]): one transpose each instead of a strided slice per head
+    by_head = jnp.swapaxes(attention, 0, 1)
+    tables = jnp.swapaxes(projected, 0, 1)
+    return jnp.stack([csr_matmul(by_head[h], senders, indptr, tables[h])
+                      for h in range(projected.shape[1])], axis=1)
+
+
+def _aggregate_fwd(attention, projected, senders, indptr, receivers, reverse):
+    out = _aggregate(attention, projected, senders, indptr)
+    return out, (attention, projected, senders, indptr, receivers, reverse)
+
+
+def _aggregate_bwd(residuals, g):
+    attention, projected, senders, indptr, receivers, reverse = residuals
+    n_nodes, heads, head_dim = projected.shape
+    d_projected = _aggregate(attention[reverse], g, senders, indptr)
+    head_sum = jnp.repeat(jnp.eye(heads, dtype=g.dtype), head_dim, axis=0)  # [d, H]
+    products = (g.reshape(n_nodes, -1)[receivers] * projected.reshape(n_nodes, -1)[senders])
+    d_attention = jnp.dot(products, head_sum, precision=jax.lax.Precision.HIGHEST)
+    return d_attention, d_projected, None, None, None, None
+
+
+attention_aggregate.defvjp(_aggregate_fwd, _aggregate_bwd)
+
+
 # bf16 (or other) operands, f32 accumulation and result: the mixed-precision matmul.
 _dot_f32 = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
 
@@ -88,10 +135,12 @@ class GATConv(nn.Module):
 
     @nn.compact
     def __call__(
-        self, h: jax.Array, senders: jax.Array, receivers: jax.Array, deterministic: bool
+        self, h: jax.Array, senders: jax.Array, receivers: jax.Array, deterministic: bool,
+        reverse: jax.Array | None = None,
     ) -> jax.Array:
         """h: [N, d] node features; senders, receivers: [E] int, sorted by receiver, every node
-        with at least one incoming edge (self-loops). Returns [N, d]."""
+        with at least one incoming edge (self-loops); reverse: [E] reverse-edge permutation of a
+        symmetric edge set (the CSR aggregation) or None (gather + segment sum). Returns [N, d]."""
         if self.dim % self.heads:
             raise ValueError(f"GATConv: dim={self.dim} must be divisible by heads={self.heads}")
         if h.ndim != 2 or h.shape[1] != self.dim:
@@ -115,8 +164,12 @@ class GATConv(nn.Module):
         logits = nn.leaky_relu(score_src[senders] + score_dst[receivers], self.negative_slope)  # [E, H]
         attention = segment_softmax(logits, receivers, n_nodes)  # [E, H]
         attention = Dropout(self.attn_drop)(attention, deterministic=deterministic)
-        messages = projected[senders] * attention[..., None]  # [E, H, d/H]
-        aggregated = jax.ops.segment_sum(messages, receivers, n_nodes, indices_are_sorted=True)
+        if reverse is None:
+            messages = projected[senders] * attention[..., None]  # [E, H, d/H]
+            aggregated = jax.ops.segment_sum(messages, receivers, n_nodes, indices_are_sorted=True)
+        else:
+            aggregated = attention_aggregate(attention, projected, senders,
+                                             row_pointers(receivers, n_nodes), receivers, reverse)
         return aggregated.reshape(n_nodes, self.dim) + bias
 
 
@@ -136,9 +189,9 @@ class ModalityBranch(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array,
-                 deterministic: bool) -> jax.Array:
+                 deterministic: bool, reverse: jax.Array | None = None) -> jax.Array:
         """x: [I, in_m] raw item features; senders, receivers: [E] kNN edges with self-loops,
-        sorted by receiver. Returns z_m: [I, d]."""
+        sorted by receiver; reverse: [E] or None, as `GATConv`. Returns z_m: [I, d]."""
         if x.ndim != 2:
             raise ValueError(f"ModalityBranch: expected features [I, in_m], got shape {x.shape}")
         h = nn.Dense(
@@ -151,7 +204,7 @@ class ModalityBranch(nn.Module):
         )(x).astype(jnp.float32)
         for layer in range(self.n_layers):
             h = GATConv(self.dim, self.heads, self.feat_drop, self.attn_drop, dtype=self.dtype,
-                        name=f"gat_{layer}")(h, senders, receivers, deterministic)
+                        name=f"gat_{layer}")(h, senders, receivers, deterministic, reverse)
             h = nn.leaky_relu(h, 0.2)
             h = Dropout(self.dropout)(h, deterministic=deterministic)
         return h

@@ -27,6 +27,7 @@ from recgoat_jax.data import Dataset
 from recgoat_jax.graph.bipartite import normalized_user_item_graph
 from recgoat_jax.graph.gat import ModalityBranch
 from recgoat_jax.graph.knn import knn_graph
+from recgoat_jax.graph.sparse import reverse_edges
 from recgoat_jax.models.base import Batch, Recommender
 from recgoat_jax.models.fusion import FusionOptions, OATFusion, initial_params, mix_weights
 from recgoat_jax.models.ids import IdEmbeddings, propagate_ids
@@ -87,24 +88,33 @@ class RecGOAT(nn.Module):
         """
         ids = self.cf()
         z_user, z_cf = propagate_ids(ids, inputs.get("graph"), self.n_layers)
-        z_modal = {m: self.branches[m](inputs["features"][m], *inputs["knn"][m], deterministic)
-                   for m in self.modalities}
+        z_modal = {m: _branch(self.branches[m], inputs["features"][m], inputs["knn"][m],
+                              deterministic) for m in self.modalities}
         z_item, plans = self.fuse(z_cf, z_modal, deterministic)
         if self.user_modalities:
-            z_sem = sum(self.user_branches[m](inputs["user_features"][m], *inputs["user_knn"][m],
-                                              deterministic) for m in self.user_modalities)
+            z_sem = sum(_branch(self.user_branches[m], inputs["user_features"][m],
+                                inputs["user_knn"][m], deterministic)
+                        for m in self.user_modalities)
             share = jax.nn.sigmoid(self.user_gate)
             z_user = (1.0 - share) * z_user + share * z_sem / len(self.user_modalities)
         return {"z_user": z_user, "z_item": z_item, "z_item_cf": z_cf, "z_modal": z_modal,
                 "plans": plans, "ids": ids}
 
 
+def _branch(branch: ModalityBranch, features: jax.Array, knn: tuple, deterministic: bool):
+    """A modality branch on its kNN graph `knn` = (senders, receivers[, reverse])."""
+    senders, receivers, *reverse = knn
+    return branch(features, senders, receivers, deterministic, *reverse)
+
+
 def _knn_inputs(features: dict[str, np.ndarray], k: int) -> dict:
-    """{name: (senders [E], receivers [E])} of each feature table's kNN graph (`knn_graph`)."""
+    """{name: (senders [E], receivers [E], reverse [E])} of each feature table's kNN graph
+    (`knn_graph`, symmetric) with its reverse-edge permutation (`GATConv`)."""
     out = {}
     for m, x in features.items():
         graph = knn_graph(x, k)
-        out[m] = (jnp.asarray(graph.senders), jnp.asarray(graph.receivers))
+        reverse = reverse_edges(graph.senders, graph.receivers)
+        out[m] = tuple(jnp.asarray(a) for a in (graph.senders, graph.receivers, reverse))
     return out
 
 
