@@ -34,6 +34,7 @@ Writes <out>/roofline<tag>.json and .md.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import time
@@ -58,6 +59,7 @@ def sizes_of(cfg, dataset, inputs) -> dict:
          "H": cfg.model.gat_heads, "gat_layers": cfg.model.gat_layers,
          "S": cfg.model.oat.iterations, "modalities": {}}
     for m, x in inputs.get("features", {}).items():
+        x = getattr(x, "x", x)  # a FeatureTable's rows
         s["modalities"][m] = {"f": int(x.shape[1]), "E": int(len(inputs["knn"][m][0]))}
     s["n_batches"] = math.ceil(s["n_train"] / s["B"])
     return s
@@ -337,14 +339,15 @@ def component_times(model: str, cfg, trainer, s: dict) -> dict[str, float]:
             params = branch.init(key, x, knn[0], knn[1], True)
             proj_only = {"params": {"proj": params["params"]["proj"]}}
 
-            def branch_loss(p, x, knn, r):
-                z = branch.apply(p, x, knn[0], knn[1], False, *knn[2:], rngs={"dropout": key})
-                return jnp.sum(z * r)
+            def branch_loss(p, x, knn, r, net=branch):
+                z = net.apply(p, x, knn[0], knn[1], False, *knn[2:], rngs={"dropout": key})
+                return jnp.sum(jnp.tanh(z) * r)  # nonlinear: the gradient needs the forward
 
             out[f"projection+gat[{m}]"] = scanned_seconds(fwd_bwd(branch_loss), params, x, knn,
                                                           r_item)
-            proj = lambda p, x, r: jnp.sum((x @ p["params"]["proj"]["kernel"]) * r)  # noqa: E731
-            out[f"projection[{m}]"] = scanned_seconds(fwd_bwd(proj), proj_only, x, r_item)
+            projection = ModalityBranch(dim=d, n_layers=0)  # the same `proj` layer alone
+            out[f"projection[{m}]"] = scanned_seconds(
+                fwd_bwd(functools.partial(branch_loss, net=projection)), proj_only, x, knn, r_item)
             z = 0.1 * jax.random.normal(key, (I, d))
             z_cf = 0.05 * jax.random.normal(jax.random.PRNGKey(1), (I, d))
             delta = 0.01 * jax.random.normal(key, (d, d))

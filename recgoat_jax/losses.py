@@ -38,11 +38,12 @@ def bpr_with_l2(z_user: jax.Array, z_item: jax.Array, ids: dict, users: jax.Arra
     "embedding_item" [I, d]} the layer-0 tables; users, pos, neg, mask: [B] the batch.
     Returns (bpr + decay * reg, {"bpr": bpr, "reg": reg}).
     """
-    zu = z_user[users]
-    loss = bpr(jnp.sum(zu * z_item[pos], -1), jnp.sum(zu * z_item[neg], -1), mask)
-    reg = l2_reg(mask, ids["embedding_user"][users], ids["embedding_item"][pos],
-                 ids["embedding_item"][neg])
-    return loss + decay * reg, {"bpr": loss, "reg": reg}
+    with jax.named_scope("bpr"):
+        zu = z_user[users]
+        loss = bpr(jnp.sum(zu * z_item[pos], -1), jnp.sum(zu * z_item[neg], -1), mask)
+        reg = l2_reg(mask, ids["embedding_user"][users], ids["embedding_item"][pos],
+                     ids["embedding_item"][neg])
+        return loss + decay * reg, {"bpr": loss, "reg": reg}
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -110,15 +111,16 @@ def infonce(a: jax.Array, b: jax.Array, temperature: float, mask: jax.Array,
     block > 0 computes the [B, B] logits in row blocks (`blocked_logsumexp`): same values, and
     neither pass ever holds the whole matrix.
     """
-    a = l2_normalize(a) / temperature
-    b = l2_normalize(b)
-    col_bias = jnp.where(mask, 0.0, -jnp.inf).astype(a.dtype)
-    positive = jnp.sum(a * b, axis=-1)
-    if block <= 0 or block >= a.shape[0]:
-        lse = jax.nn.logsumexp(a @ b.T + col_bias, axis=-1)
-    else:
-        lse = blocked_logsumexp(a, b, col_bias, block)
-    return masked_mean(lse - positive, mask)
+    with jax.named_scope("infonce"):  # names its ops in profiles (benchmarks/step_profile.py)
+        a = l2_normalize(a) / temperature
+        b = l2_normalize(b)
+        col_bias = jnp.where(mask, 0.0, -jnp.inf).astype(a.dtype)
+        positive = jnp.sum(a * b, axis=-1)
+        if block <= 0 or block >= a.shape[0]:
+            lse = jax.nn.logsumexp(a @ b.T + col_bias, axis=-1)
+        else:
+            lse = blocked_logsumexp(a, b, col_bias, block)
+        return masked_mean(lse - positive, mask)
 
 
 def reference_contrastive(z_user: jax.Array, fused_pos: jax.Array,

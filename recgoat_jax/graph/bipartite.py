@@ -62,9 +62,10 @@ def propagate_segment_sum(graph: jraph.GraphsTuple, x: jax.Array) -> jax.Array:
 
 def lightgcn_propagate(graph: jraph.GraphsTuple, x0: jax.Array, n_layers: int) -> jax.Array:
     """Mean of x0, Âx0, ..., Â^L x0.  x0: [N, d] -> [N, d]."""
-    total, x = x0, x0
-    indptr = row_pointers(graph.receivers, x0.shape[0])
-    for _ in range(n_layers):
-        x = propagate(graph, x, indptr)
-        total = total + x
-    return total / (n_layers + 1)
+    with jax.named_scope("propagation"):
+        total, x = x0, x0
+        indptr = row_pointers(graph.receivers, x0.shape[0])
+        for _ in range(n_layers):
+            x = propagate(graph, x, indptr)
+            total = total + x
+        return total / (n_layers + 1)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recgoat_jax.graph.sparse import csr_matmul, row_pointers
 from recgoat_jax.layers import Dropout
@@ -173,6 +174,64 @@ class GATConv(nn.Module):
         return aggregated.reshape(n_nodes, self.dim) + bias
 
 
+class FeatureTable(NamedTuple):
+    """A constant feature table x: [I, f] with a row-major copy of its transpose x_t: [f, I].
+
+    The projection's kernel gradient x^T g then runs as a plain product: XLA's CPU matmul
+    with a transposed operand ran at 48 against 170 GFLOP/s on the [7050, 4096] image
+    features (benchmarks/results/roofline.md). Built on CPU only (`feature_table`).
+    """
+
+    x: jax.Array
+    x_t: jax.Array
+
+
+def feature_table(x: np.ndarray) -> FeatureTable | jax.Array:
+    """x [I, f] as a `FeatureTable` on the CPU backend, as a plain array elsewhere (GPU and
+    TPU matmuls read transposed operands at full rate: the copy would only take memory)."""
+    if jax.default_backend() != "cpu":
+        return jnp.asarray(x)
+    return FeatureTable(jnp.asarray(x), jnp.asarray(np.ascontiguousarray(np.asarray(x).T)))
+
+
+@jax.custom_vjp
+def _project_table(x, x_t, kernel, bias):
+    return jnp.matmul(x, kernel) + bias
+
+
+def _project_table_fwd(x, x_t, kernel, bias):
+    return _project_table(x, x_t, kernel, bias), x_t
+
+
+def _project_table_bwd(x_t, g):
+    return None, None, jnp.matmul(x_t, g), jnp.sum(g, axis=0)  # features are constants
+
+
+_project_table.defvjp(_project_table_fwd, _project_table_bwd)
+
+
+class Projection(nn.Module):
+    """``nn.Dense(dim)`` with PyTorch's default init (parameters ``kernel`` [f, d], ``bias``
+    [d]) on features given as an array or a `FeatureTable` (float32: the kernel gradient from
+    the stored transpose). `dtype`: operand dtype of the matmul, f32 accumulation and result."""
+
+    dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array | FeatureTable) -> jax.Array:
+        table = x if isinstance(x, FeatureTable) else None
+        rows = table.x if table is not None else x
+        if rows.ndim != 2:
+            raise ValueError(f"ModalityBranch: expected features [I, in_m], got shape {rows.shape}")
+        kernel = self.param("kernel", torch_linear_kernel_init, (rows.shape[1], self.dim))
+        bias = self.param("bias", torch_linear_bias_init(rows.shape[1]), (self.dim,))
+        if table is not None and self.dtype == jnp.float32:
+            return _project_table(table.x, table.x_t, kernel, bias)
+        rows, kernel, bias = (a.astype(self.dtype) for a in (rows, kernel, bias))
+        return (_dot_f32(rows, kernel, (((1,), (0,)), ((), ()))) + bias).astype(jnp.float32)
+
+
 class ModalityBranch(nn.Module):
     """One modality's item branch: ``proj`` = Linear(in_m -> d) with PyTorch default init, then
     ``n_layers`` GATConv layers ``gat_0``, ``gat_1``, ..., each followed by LeakyReLU(0.2) and
@@ -188,20 +247,11 @@ class ModalityBranch(nn.Module):
     dropout: float = 0.1
 
     @nn.compact
-    def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array,
+    def __call__(self, x: jax.Array | FeatureTable, senders: jax.Array, receivers: jax.Array,
                  deterministic: bool, reverse: jax.Array | None = None) -> jax.Array:
-        """x: [I, in_m] raw item features; senders, receivers: [E] kNN edges with self-loops,
+        """x: [I, in_m] raw item features (or their `FeatureTable`); senders, receivers: [E] kNN edges with self-loops,
         sorted by receiver; reverse: [E] or None, as `GATConv`. Returns z_m: [I, d]."""
-        if x.ndim != 2:
-            raise ValueError(f"ModalityBranch: expected features [I, in_m], got shape {x.shape}")
-        h = nn.Dense(
-            self.dim,
-            kernel_init=torch_linear_kernel_init,
-            bias_init=torch_linear_bias_init(x.shape[1]),
-            dtype=self.dtype,
-            dot_general=_dot_f32,
-            name="proj",
-        )(x).astype(jnp.float32)
+        h = Projection(self.dim, self.dtype, name="proj")(x)
         for layer in range(self.n_layers):
             h = GATConv(self.dim, self.heads, self.feat_drop, self.attn_drop, dtype=self.dtype,
                         name=f"gat_{layer}")(h, senders, receivers, deterministic, reverse)

@@ -25,7 +25,7 @@ import numpy as np
 from recgoat_jax import losses
 from recgoat_jax.data import Dataset
 from recgoat_jax.graph.bipartite import normalized_user_item_graph
-from recgoat_jax.graph.gat import ModalityBranch
+from recgoat_jax.graph.gat import ModalityBranch, feature_table
 from recgoat_jax.graph.knn import knn_graph
 from recgoat_jax.graph.sparse import reverse_edges
 from recgoat_jax.models.base import Batch, Recommender
@@ -121,12 +121,13 @@ def _knn_inputs(features: dict[str, np.ndarray], k: int) -> dict:
 def build_inputs(dataset: Dataset, modalities: tuple[str, ...], user_modalities: tuple[str, ...],
                  *, knn_k: int, user_knn_k: int, n_layers: int) -> dict:
     """Graphs and features, built once on host: {graph, features, knn[, user_features, user_knn]}."""
-    inputs = {"features": {m: jnp.asarray(dataset.item_features[m]) for m in modalities},
+    inputs = {"features": {m: feature_table(dataset.item_features[m]) for m in modalities},
               "knn": _knn_inputs({m: dataset.item_features[m] for m in modalities}, knn_k)}
     if n_layers > 0:
         inputs["graph"] = normalized_user_item_graph(dataset.n_users, dataset.n_items, dataset.train)
     if user_modalities:
-        inputs["user_features"] = {m: jnp.asarray(dataset.user_features[m]) for m in user_modalities}
+        inputs["user_features"] = {m: feature_table(dataset.user_features[m])
+                                   for m in user_modalities}
         inputs["user_knn"] = _knn_inputs({m: dataset.user_features[m] for m in user_modalities},
                                          user_knn_k)
     return inputs

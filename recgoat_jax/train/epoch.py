@@ -41,8 +41,9 @@ def make_train_step(model: Recommender, optimizer: optax.GradientTransformation)
 
     def step(params, opt_state, inputs, batch: Batch, key):
         (loss, terms), grads = grad_fn(params, inputs, batch, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, terms
+        with jax.named_scope("optimizer"):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss, terms
 
     return step
 

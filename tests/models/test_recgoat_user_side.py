@@ -25,7 +25,8 @@ def test_user_branch_is_built_from_the_user_features_and_gated(tiny):
     assert float(jax.nn.sigmoid(params["user_gate"])) == pytest.approx(0.25, rel=1e-6)
     z_user, z_item = model.embed(params, model.inputs)
     # other user features (same shapes, same kNN graph) change the users, not the items
-    inputs = dict(model.inputs, user_features={"text": -model.inputs["user_features"]["text"]})
+    negated = jax.tree.map(lambda x: -x, model.inputs["user_features"]["text"])
+    inputs = dict(model.inputs, user_features={"text": negated})
     z_user2, z_item2 = model.embed(params, inputs)
     assert not np.allclose(z_user, z_user2, atol=1e-4)
     np.testing.assert_allclose(z_item, z_item2, rtol=1e-6)
