@@ -32,17 +32,17 @@ done
 mkdir -p "$OUT"
 
 PY=${PYTHON:-python3}
-DEVICE=$($PY -c "import jax, re; print(re.sub(r'[^a-z0-9]+', '_', jax.devices()[0].device_kind.lower()).strip('_'))") || {
+read -r DEVICE N_DEVICES < <($PY -c "import jax, re; print(re.sub(r'[^a-z0-9]+', '_', jax.devices()[0].device_kind.lower()).strip('_'), jax.device_count())") \
+  && [ -n "${DEVICE:-}" ] || {
   echo "accelerator.sh: error: jax does not start here (install the project first)" >&2; exit 2; }
-N_DEVICES=$($PY -c "import jax; print(jax.device_count())")
 TAG="_${DEVICE}"
 LOG="$OUT/accelerator${TAG}.log"
 : > "$LOG"
 
 if [ "$SMOKE" = 1 ]; then  # tiny sizes: checks that every step runs, measures nothing useful
   EPOCH=(--preset tiny --dims 16 --epochs-measured 1 --frameworks jax)
-  ROOF=(--preset tiny --dims 16 --no-xla)
-  SWEEP=(--smoke --models lightgcn)
+  ROOF=(--preset tiny --dims 16 --no-xla --quick-rates)
+  SWEEP=(--preset tiny --epochs 1 --wait-quiet-min 0 --models lightgcn --members-lightgcn 2 --layouts one_by_one)
 else
   EPOCH=(--preset baby --dims 64,256,800 --epochs-measured 3 --frameworks jax)
   ROOF=(--preset baby --dims 64,256,800 --components)

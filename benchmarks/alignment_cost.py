@@ -394,12 +394,8 @@ def main(argv=None) -> dict | None:
                                          f"({cell.get('reason', '')})")
                 print(f"I={n_items:6d} d={dim:4d} {method:18s} {cell['status']}: "
                       f"{cell.get('reason', '')}", flush=True)
-    load["after"] = common.load_average()
     result["ratios"] = peak_ratios(result["cells"])
-    json_path, md_path = common.write_results(args.out, f"alignment_cost{args.tag}", result,
-                                              markdown(result))
-    print(f"wrote {json_path} and {md_path}")
-    return result
+    return common.finish_run(args.out, f"alignment_cost{args.tag}", result, markdown, load)
 
 
 if __name__ == "__main__":

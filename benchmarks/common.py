@@ -287,6 +287,15 @@ def write_results(out_dir: str | os.PathLike, stem: str, payload: dict, markdown
     return json_path, md_path
 
 
+def finish_run(out_dir: str | os.PathLike, stem: str, result: dict, markdown, load: dict) -> dict:
+    """End of a benchmark script: record the load after the run in `load` (part of `result`),
+    write <stem>.json and the page `markdown(result)`, say where, return `result`."""
+    load["after"] = load_average()
+    json_path, md_path = write_results(out_dir, stem, result, markdown(result))
+    print(f"wrote {json_path} and {md_path}")
+    return result
+
+
 def _json_default(x):
     if hasattr(x, "tolist"):
         return x.tolist()

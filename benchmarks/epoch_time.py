@@ -398,11 +398,7 @@ def main(argv=None) -> dict:
                 if r["status"] != "ok":
                     result["skipped"].append(f"{model} d={dim} {r['framework']} {r['variant']}: "
                                              f"{r['status']} ({r.get('reason', '')})")
-    load["after"] = common.load_average()
-    json_path, md_path = common.write_results(args.out, f"epoch_time{args.tag}", result,
-                                              markdown(result))
-    print(f"wrote {json_path} and {md_path}")
-    return result
+    return common.finish_run(args.out, f"epoch_time{args.tag}", result, markdown, load)
 
 
 if __name__ == "__main__":

@@ -176,18 +176,22 @@ def _best_time(fn, reps: int = 7) -> float:
     return min(times)
 
 
-def measure_rates() -> dict:
-    """This machine's rates (best of several runs: a floor assumes the best the machine did)."""
+def measure_rates(quick: bool = False) -> dict:
+    """This machine's rates (best of several runs: a floor assumes the best the machine did).
+    quick: smaller problems, for checking the script only (the rates are then not
+    representative)."""
     import jax
     import jax.numpy as jnp
 
     key = jax.random.PRNGKey(0)
     out = {}
-    a = jax.random.normal(key, (2048, 2048), jnp.float32)
+    square = 512 if quick else 2048
+    a = jax.random.normal(key, (square, square), jnp.float32)
     mm = jax.jit(lambda x, y: x @ y)
     t = _best_time(lambda: mm(a, a).block_until_ready())
-    out["matmul_flops_per_s"] = 2 * 2048**3 / t
-    for dim in (64, 256, 800):
+    out["matmul_flops_per_s"] = 2 * square**3 / t
+    out["matmul_square"] = square
+    for dim in (() if quick else (64, 256, 800)):
         x = jax.random.normal(key, (4096, dim), jnp.float32)
         t = _best_time(lambda: mm(x, x.T).block_until_ready())
         out[f"matmul_4096x{dim}x4096_flops_per_s"] = 2 * 4096 * 4096 * dim / t
@@ -195,7 +199,7 @@ def measure_rates() -> dict:
     ex = jax.jit(lambda v: jnp.sum(jnp.exp(v)))
     t = _best_time(lambda: ex(x).block_until_ready(), reps=20)
     out["exps_per_s"] = x.size / t
-    big = 1 << 26  # 256 MiB of float32
+    big = 1 << (20 if quick else 26)  # 256 MiB of float32
     src = np.ones(big, np.float32)
     dst = np.empty_like(src)
     t = _best_time(lambda: np.copyto(dst, src), reps=5)
@@ -404,19 +408,24 @@ def _jax_row(data: dict, model: str, dim: int, path: str) -> dict | None:
 
 
 def infonce_shape_note(setting: dict, rates: dict) -> str:
-    """The InfoNCE floor at the measured rate of its own product shape (B x d x B), which on
-    a CPU is far below the square-matmul rate the table's floor assumes."""
+    """The InfoNCE floor with its forward product at the measured rate of its own shape.
+
+    Of a term's three products, the forward logits a b^T ([B, d] x [d, B]) contracts over d
+    only, and a CPU runs it far below the square-matmul rate the table's floor assumes; the
+    two backward products contract over B and run at about the square rate.
+    """
     sz, comp = setting["sizes"], setting.get("component_seconds", {})
     name = next((n for n in setting["per_batch"] if n.startswith("infonce x")), None)
     rate = rates.get(f"matmul_4096x{sz['d']}x4096_flops_per_s")
     if name is None or rate is None or sz["B"] != 4096:
         return ""
     cnt = setting["per_batch"][name]
-    floor = cnt["matmul_flops"] / rate + cnt["exps"] / rates["exps_per_s"]
-    text = (f"\nInfoNCE at the measured rate of its own product shape (B x d x B = 4096 x "
-            f"{sz['d']} x 4096: {rate / 1e9:.0f} GFLOP/s, against "
-            f"{rates['matmul_flops_per_s'] / 1e9:.0f} at 2048^3): floor "
-            f"{common.fmt_seconds(floor)}")
+    floor = (cnt["matmul_flops"] / 3 / rate + 2 * cnt["matmul_flops"] / 3
+             / rates["matmul_flops_per_s"] + cnt["exps"] / rates["exps_per_s"])
+    text = (f"\nInfoNCE with its forward product at the measured rate of that shape (B x d x B "
+            f"= 4096 x {sz['d']} x 4096: {rate / 1e9:.0f} GFLOP/s, against "
+            f"{rates['matmul_flops_per_s'] / 1e9:.0f} at 2048^3; the two backward products "
+            f"contract over B and keep the square rate): floor {common.fmt_seconds(floor)}")
     if name in comp:
         text += f"; measured {common.fmt_seconds(comp[name])} = {comp[name] / floor:.1f}x of it"
     return text + ".\n"
@@ -434,9 +443,11 @@ def markdown(result: dict) -> str:
              f"CPUs, XLA intra-op threads {meta['threads']['xla_intra_op_threads']}"
              + (f" (env {meta['threads']['env']})" if meta['threads']['env'] else "") +
              f". Measured rates (best of several runs): f32 matmul "
-             f"{r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s at 2048^3 "
-             f"({r['matmul_4096x64x4096_flops_per_s'] / 1e9:.0f} at 4096x64x4096, "
-             f"{r['matmul_4096x256x4096_flops_per_s'] / 1e9:.0f} at 4096x256x4096); exp "
+             f"{r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s at {r.get('matmul_square', 2048)}^3"
+             + (" (" + ", ".join(f"{v / 1e9:.0f} at {k[len('matmul_'):-len('_flops_per_s')]}"
+                                 for k, v in r.items() if k.startswith("matmul_4096x")) + ")"
+                if any(k.startswith("matmul_4096x") for k in r) else "") +
+             f"; exp "
              f"{r['exps_per_s'] / 1e9:.2f} G/s; memory bandwidth "
              f"{r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (best of {bw} GB/s); gather "
              f"{r['gather_bytes_per_s'] / 1e9:.1f} GB/s (XLA's own gather + sorted segment-sum "
@@ -566,6 +577,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--components", action="store_true",
                         help="also time each component's forward + backward in JAX")
     parser.add_argument("--no-xla", action="store_true", help="skip XLA's cost analysis")
+    parser.add_argument("--quick-rates", action="store_true",
+                        help="measure the rates on small problems (checks the script only)")
     parser.add_argument("--wait-quiet-min", type=float, default=0.0)
     parser.add_argument("--out", default=str(common.RESULTS))
     parser.add_argument("--tag", default="")
@@ -596,7 +609,7 @@ def main(argv=None) -> dict:
         load["wait"] = common.wait_for_quiet(args.wait_quiet_min * 60)
         load["before"] = common.load_average()
     dataset = common.load_dataset(args.preset, args.data_format, args.data_path, args.data_name)
-    rates = measure_rates()
+    rates = measure_rates(quick=args.quick_rates)
     print("rates:", {k: v for k, v in rates.items() if k != "bandwidth_detail_bytes_per_s"},
           flush=True)
     result = {"meta": {"command": common.command_line(), "machine": common.machine_info(),
@@ -607,11 +620,7 @@ def main(argv=None) -> dict:
     for model in [m for m in args.models.split(",") if m]:
         for dim in [int(d) for d in args.dims.split(",")]:
             result["settings"].append(run_setting(model, dim, dataset, args, rates))
-    load["after"] = common.load_average()
-    json_path, md_path = common.write_results(args.out, f"roofline{args.tag}", result,
-                                              markdown(result))
-    print(f"wrote {json_path} and {md_path}")
-    return result
+    return common.finish_run(args.out, f"roofline{args.tag}", result, markdown, load)
 
 
 if __name__ == "__main__":

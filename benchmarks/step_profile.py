@@ -151,11 +151,7 @@ def main(argv=None) -> dict:
                   + ", ".join(f"{c} {v * 1e3:.0f} ms"
                               for c, v in setting["per_component_s"].items()), flush=True)
             result["settings"].append(setting)
-    load["after"] = common.load_average()
-    json_path, md_path = common.write_results(args.out, f"step_profile{args.tag}", result,
-                                              markdown(result))
-    print(f"wrote {json_path} and {md_path}")
-    return result
+    return common.finish_run(args.out, f"step_profile{args.tag}", result, markdown, load)
 
 
 if __name__ == "__main__":
