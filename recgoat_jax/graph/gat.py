@@ -179,7 +179,8 @@ class FeatureTable(NamedTuple):
 
     The projection's kernel gradient x^T g then runs as a plain product: XLA's CPU matmul
     with a transposed operand ran at 48 against 170 GFLOP/s on the [7050, 4096] image
-    features (benchmarks/results/roofline.md). Built on CPU only (`feature_table`).
+    features (a standalone product on the 2-core CPU of benchmarks/results). Built on CPU
+    only (`feature_table`).
     """
 
     x: jax.Array
