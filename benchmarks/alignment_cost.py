@@ -358,10 +358,7 @@ def main(argv=None) -> dict | None:
         pairs = [tuple(int(v) for v in p.split(":")) for p in args.pairs.split(",") if p]
     else:
         pairs = [(int(n), int(d)) for n in args.items.split(",") for d in args.dims.split(",")]
-    load = {"before": common.load_average()}
-    if args.wait_quiet_min > 0:
-        load["wait"] = common.wait_for_quiet(args.wait_quiet_min * 60)
-        load["before"] = common.load_average()
+    load = common.start_run(args.wait_quiet_min)
     result = {"meta": {"command": common.command_line(), "machine": common.machine_info(),
                        "threads": {**common.thread_info(), "busy_threads": common.busy_threads()},
                        "load": load, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

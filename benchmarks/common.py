@@ -287,6 +287,17 @@ def write_results(out_dir: str | os.PathLike, stem: str, payload: dict, markdown
     return json_path, md_path
 
 
+def start_run(wait_quiet_min: float) -> dict:
+    """Start of a benchmark script: wait up to `wait_quiet_min` minutes for a quiet machine (0:
+    no wait) and return the load record {"before": (1, 5, 15 min), "wait": ...} that
+    `finish_run` completes with "after"."""
+    load = {"before": load_average()}
+    if wait_quiet_min > 0:
+        load["wait"] = wait_for_quiet(wait_quiet_min * 60)
+        load["before"] = load_average()
+    return load
+
+
 def finish_run(out_dir: str | os.PathLike, stem: str, result: dict, markdown, load: dict) -> dict:
     """End of a benchmark script: record the load after the run in `load` (part of `result`),
     write <stem>.json and the page `markdown(result)`, say where, return `result`."""

@@ -604,10 +604,7 @@ def main(argv=None) -> dict:
         print(f"rewrote {path} and {path.with_suffix('.md')}")
         return result
 
-    load = {"before": common.load_average()}
-    if args.wait_quiet_min > 0:
-        load["wait"] = common.wait_for_quiet(args.wait_quiet_min * 60)
-        load["before"] = common.load_average()
+    load = common.start_run(args.wait_quiet_min)
     dataset = common.load_dataset(args.preset, args.data_format, args.data_path, args.data_name)
     rates = measure_rates(quick=args.quick_rates)
     print("rates:", {k: v for k, v in rates.items() if k != "bandwidth_detail_bytes_per_s"},

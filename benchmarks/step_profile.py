@@ -135,10 +135,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(common.RESULTS))
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
-    load = {"before": common.load_average()}
-    if args.wait_quiet_min > 0:
-        load["wait"] = common.wait_for_quiet(args.wait_quiet_min * 60)
-        load["before"] = common.load_average()
+    load = common.start_run(args.wait_quiet_min)
     dataset = common.load_dataset(args.preset, args.data_format, args.data_path, args.data_name)
     result = {"meta": {"command": common.command_line(), "machine": common.machine_info(),
                        "threads": common.thread_info(), "load": load,
