@@ -8,14 +8,20 @@ For the config's model on its data (default: the packaged `recgoat` preset on sy
 pass, and solves it with ott at several budgets: fixed iteration counts (min_iterations ==
 iterations, like the default) and threshold-stopped runs. Prints the relative marginal error
 (`plan_diagnostics`' relative_error: max |sum / target - 1| over rows and columns), the
-iterations run, and the solve time. Prints only; nothing is written.
+iterations run, and the solve time. ``--out PAGE.md`` also writes what it prints to a page
+with the command, the date and the git commit (experiments/results/ot_iterations.md, the
+measurement behind the default's iteration count).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import shlex
+import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -42,10 +48,18 @@ def costs(trainer: Trainer, params) -> dict[str, np.ndarray]:
             for m, z in out["z_modal"].items()}
 
 
+LINES: list[str] = []  # everything printed, for --out
+
+
+def say(line: str) -> None:
+    print(line)
+    LINES.append(line)
+
+
 def report(label: str, cost_by_modality: dict, base: PlanOptions) -> None:
     for m, cost in cost_by_modality.items():
         spread = float(cost.max() - cost.min())
-        print(f"{label} {m}: cost spread {spread:.3g} ({spread / base.epsilon:.0f} epsilon)")
+        say(f"{label} {m}: cost spread {spread:.3g} ({spread / base.epsilon:.0f} epsilon)")
         for budget in BUDGETS:
             options = dataclasses.replace(base, **budget)
             start = time.perf_counter()
@@ -55,7 +69,7 @@ def report(label: str, cost_by_modality: dict, base: PlanOptions) -> None:
             seconds = time.perf_counter() - start
             stop = (f"threshold {options.threshold:g}" if options.min_iterations == 0
                     else "fixed")
-            print(f"  {stop:>16} max {options.iterations:>5}: ran {int(out.n_iters):>5}, "
+            say(f"  {stop:>16} max {options.iterations:>5}: ran {int(out.n_iters):>5}, "
                   f"relative marginal error {error:.2e} ({seconds:.2f} s)")
 
 
@@ -66,6 +80,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, nargs="*", default=[2],
                    help="also measure after these many training epochs (ascending)")
     p.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
+    p.add_argument("--out", help="also write the output to this Markdown page")
     args = p.parse_args(argv)
     cfg = C.load(args.config, args.set)
     trainer = Trainer(cfg, load_dataset(cfg.data))
@@ -75,12 +90,33 @@ def main(argv=None) -> None:
     report("init", costs(trainer, jax.device_get(state.params)), plan)
     done = 0
     for epochs in args.epochs:
+        if epochs <= done:  # 0: the initialisation, reported above
+            continue
         for _ in range(epochs - done):
             state, stats, _ = trainer.train_epoch(state)
         done = epochs
-        print(f"after {done} epochs: logged "
+        say(f"after {done} epochs (training forward, dropout on, last batch): logged "
               + ", ".join(f"{k} {v:.3g}" for k, v in stats.items() if k.startswith("plan_")))
         report(f"epoch {done}", costs(trainer, jax.device_get(state.params)), plan)
+    if args.out:
+        write_page(Path(args.out), argv if argv is not None else sys.argv[1:])
+
+
+def write_page(path: Path, argv: list[str]) -> None:
+    from recgoat_jax.io_utils import atomic_write_text
+    from recgoat_jax.train.run_dir import provenance
+
+    command = shlex.join(["python", "experiments/plan_marginal_error.py", *argv])
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_text(path, "\n".join([
+        "# Marginal error of the OAT plans per ott Sinkhorn budget", "",
+        "Relative marginal error: max |sum / target - 1| over the plan's rows and columns, of "
+        "each modality's [d, d] plan from the deterministic forward pass at the parameters "
+        "after the stated number of training epochs (the `logged` line is what the training "
+        "run itself logged for its last batch).", "",
+        "```", *LINES, "```", "",
+        f"Command: `{command}`  ", f"Git commit: {provenance([])['git_commit']}  ",
+        f"Date: {date}", ""]))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,11 @@ packaged config, with the same stopping rule for all (`SHARED`).
    chosen and resolved configs, the command, the git commit and the date. Rewritten after
    every sweep; marked PARTIAL at the top while any model's runs are missing.
 
-Restartable: sweeps live under ``--runs-dir`` (default runs/protocol/<setting>) as
-``tune/<model>`` and ``final/<model>[_cap<E>]``. A sweep with its sweep.json is loaded, never
+Restartable: sweeps live under ``--runs-dir`` as ``tune/<model>`` and
+``final/<model>[_cap<E>]``. The default, ``experiments/results/protocol/runs/<setting>``, is
+committed without its large files (parameters, checkpoints, logs: see .gitignore), so a fresh
+checkout continues the protocol where the last one stopped and every reported number keeps
+its run's result.json and config.toml beside it. A sweep with its sweep.json is loaded, never
 retrained; an interrupted one continues with the engine's resume (finished groups kept, the
 others from their newest checkpoint, ``train.checkpoint_every`` = `--checkpoint-every`). A
 folder holding a sweep of other members (e.g. another --budget) is refused, not overwritten.
@@ -41,7 +44,8 @@ ML-100K: `--data-path` is the folder `experiments/movielens/run.py --prepare-onl
 (ml-100k.inter / .item). Each data seed gets its own folder ``<runs-dir>/data/split<seed>``,
 prepared by that script's `prepare` (the split, MiniLM item text, template profiles from
 that split's TRAINING items, so no profile sees its split's valid / test items; needs the
-``encode`` extra).
+``encode`` extra). That data is never committed (MovieLens' license): it lives under
+``--data-dir`` (default runs/protocol_data/<setting>, outside the committed runs).
 """
 
 # No `from __future__ import annotations`: the dataclasses below must also build when a test
@@ -140,6 +144,7 @@ class Context:
     epochs: int
     models: list[str]
     runs_dir: Path
+    data_dir: Path
     results_dir: Path
     data_path: Path | None
     raise_cap: bool
@@ -169,7 +174,10 @@ def parse_args(argv: list[str] | None) -> Context:
     p.add_argument("--raise-cap", action="store_true",
                    help="rerun a model's final sweep with twice the cap while a run hits it")
     p.add_argument("--models", help=f"comma-separated subset of {[m.name for m in MODELS]}")
-    p.add_argument("--runs-dir", help="default runs/protocol/<setting>")
+    p.add_argument("--runs-dir", help="default experiments/results/protocol/runs/<setting> "
+                                      "(with --smoke: runs/protocol/<setting>_smoke)")
+    p.add_argument("--data-dir", help="ml100k: where each split's prepared data goes (default "
+                                      "runs/protocol_data/<setting>; never committed)")
     p.add_argument("--results-dir", help="default experiments/results/protocol "
                                          "(with --smoke: <runs-dir>/results)")
     p.add_argument("--devices", type=int, default=1,
@@ -211,8 +219,10 @@ def _context(args, argv: list[str]) -> Context:
     budget, splits, seeds, epochs = args.budget, args.splits, args.seeds, args.epochs
     if args.smoke:
         budget, splits, seeds, epochs = 2, 1, 1, 4
-    runs = Path(args.runs_dir or Path("runs/protocol") /
-                (args.setting + ("_smoke" if args.smoke else "")))
+    default_runs = (Path("runs/protocol") / f"{args.setting}_smoke" if args.smoke
+                    else HERE / "results" / "protocol" / "runs" / args.setting)
+    runs = Path(args.runs_dir) if args.runs_dir else default_runs
+    data_dir = Path(args.data_dir or Path("runs/protocol_data") / args.setting)
     results = Path(args.results_dir) if args.results_dir else (
         runs / "results" if args.smoke else HERE / "results" / "protocol")
     return Context(
@@ -220,7 +230,7 @@ def _context(args, argv: list[str]) -> Context:
         tune_seed=args.tune_seed,
         split_seeds=[args.tune_seed + k for k in range(1, splits + 1)],
         train_seeds=list(range(seeds)), epochs=epochs, models=models, runs_dir=runs,
-        results_dir=results, data_path=data_path, raise_cap=args.raise_cap,
+        data_dir=data_dir, results_dir=results, data_path=data_path, raise_cap=args.raise_cap,
         checkpoint_every=0 if args.smoke else args.checkpoint_every, devices=args.devices,
         smoke=args.smoke,
         report_only=args.report_only, progress=not args.quiet,
@@ -265,8 +275,8 @@ def data_overrides(ctx: Context, data_seed: int, prepare: bool) -> list[str]:
 
 
 def ml100k_split(ctx: Context, data_seed: int, prepare: bool) -> Path:
-    """``<runs-dir>/data/split<seed>/ml-100k``, prepared on first use when `prepare`."""
-    work = (ctx.runs_dir / "data" / f"split{data_seed}").resolve()
+    """``<data-dir>/split<seed>/ml-100k``, prepared on first use when `prepare`."""
+    work = (ctx.data_dir / f"split{data_seed}").resolve()
     folder = work / ML100K
     done = folder / "prepare.json"
     if done.exists() and json.loads(done.read_text()).get("data_seed") == data_seed:
@@ -455,7 +465,7 @@ def build_report(ctx: Context, infos: dict[str, dict]) -> dict:
         "setting": ctx.setting, "partial": partial, "missing": missing, "command": ctx.command,
         "git_commit": provenance([])["git_commit"],
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "runs_dir": str(ctx.runs_dir),
+        "runs_dir": _relative(ctx.runs_dir),
         "protocol": {"budget": ctx.budget, "sample_seed": ctx.sample_seed,
                      "tune_seed": ctx.tune_seed, "split_seeds": ctx.split_seeds,
                      "train_seeds": ctx.train_seeds, "epoch_cap": ctx.epochs,
@@ -466,6 +476,14 @@ def build_report(ctx: Context, infos: dict[str, dict]) -> dict:
         "total_wall_seconds": total_wall(ctx.runs_dir),
         "models": models,
     }
+
+
+def _relative(path: Path) -> str:
+    """`path` from the repository root when inside it (what the committed page shows)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def total_wall(runs_dir: Path) -> float:

@@ -13,6 +13,15 @@ import statistics
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 PAIRED = ("recall@20", "ndcg@20")  # the differences to LightGCN that the table shows
 BASELINE = "lightgcn"
+# Row order of the tables (the JSON stores models with sorted keys); others follow, sorted.
+ORDER = ("popularity", "mf", "lightgcn", "recgoat-reference", "recgoat-paper", "recgoat",
+         "recgoat-no-user-side")
+
+
+def ordered(models: dict) -> list[tuple[str, dict]]:
+    """`models` items in `ORDER`, then any other name alphabetically."""
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(models.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0]))
 
 # Two-sided 95% quantiles t_{0.975, df} of Student's t for df = 1..30 (no scipy dependency);
 # beyond 30 the df = 30 value is used, which makes the interval slightly conservative.
@@ -100,26 +109,11 @@ def markdown(report: dict) -> str:
               f"seeds {p['train_seeds']}. Test metrics: mean ± sample std over those runs. "
               f"Paired difference to LightGCN: per data split (train seeds averaged), mean and "
               f"95% t interval over the splits.", "",
-              "| model | runs | " + " | ".join(f"test {m}" for m in REPORTED) + " | " +
-              " | ".join(f"Δ{m} vs LightGCN [95%]" for m in PAIRED) +
-              " | at cap (final/tune) | wall s (tune+final) | s/epoch/member |",
-              "|---" * (len(REPORTED) + len(PAIRED) + 5) + "|"]
-    for name, m in report["models"].items():
-        final = m.get("final")
-        if final is None:
-            lines.append(f"| {name} | (not finished) |" + " |" * (len(REPORTED) + len(PAIRED) + 3))
-            continue
-        cells = [_fmt(final["test"][k]) for k in REPORTED]
-        diffs = final.get("vs_" + BASELINE)
-        cells += [_fmt_diff(diffs[k]) if diffs and name != BASELINE else "-" for k in PAIRED]
-        lines.append(f"| {name} | {final['n_runs']} | " + " | ".join(cells) +
-                     f" | {final['hit_cap']}/{m['tune_hit_cap']} | "
-                     f"{m['tune_wall_seconds']:.0f}+{m['final_wall_seconds']:.0f} | "
-                     f"{final['epoch_seconds_member']:.3f} |")
+              *results_table(report)]
     lines += ["", "## Chosen configurations", "",
               "| model | config | tuning configurations | chosen (valid "
               f"{p['selection_metric']}) | epoch cap |", "|---|---|---|---|---|"]
-    for name, m in report["models"].items():
+    for name, m in ordered(report["models"]):
         valid = m.get("tune_valid")
         tuned = "tune_winner" in m or not m["tune_configurations"]
         chosen = " ".join(m["chosen"]) or "(the config's)" if tuned else "(tuning not finished)"
@@ -132,6 +126,28 @@ def markdown(report: dict) -> str:
               f"Date: {report['date']}  ", f"Runs: `{report['runs_dir']}` (resolved configs in "
               "the JSON beside this page and in every run's config.toml)."]
     return "\n".join(lines) + "\n"
+
+
+def results_table(report: dict) -> list[str]:
+    """The page's main table (one row per model, test metrics, paired differences to
+    LightGCN, cap hits, times) as Markdown lines; README.md shows it too (experiments/report.py)."""
+    lines = ["| model | runs | " + " | ".join(f"test {m}" for m in REPORTED) + " | " +
+             " | ".join(f"Δ{m} vs LightGCN [95%]" for m in PAIRED) +
+             " | at cap (final/tune) | wall s (tune+final) | s/epoch/member |",
+             "|---" * (len(REPORTED) + len(PAIRED) + 5) + "|"]
+    for name, m in ordered(report["models"]):
+        final = m.get("final")
+        if final is None:
+            lines.append(f"| {name} | (not finished) |" + " |" * (len(REPORTED) + len(PAIRED) + 3))
+            continue
+        cells = [_fmt(final["test"][k]) for k in REPORTED]
+        diffs = final.get("vs_" + BASELINE)
+        cells += [_fmt_diff(diffs[k]) if diffs and name != BASELINE else "-" for k in PAIRED]
+        lines.append(f"| {name} | {final['n_runs']} | " + " | ".join(cells) +
+                     f" | {final['hit_cap']}/{m['tune_hit_cap']} | "
+                     f"{m['tune_wall_seconds']:.0f}+{m['final_wall_seconds']:.0f} | "
+                     f"{final['epoch_seconds_member']:.3f} |")
+    return lines
 
 
 def _fmt(stat: dict) -> str:

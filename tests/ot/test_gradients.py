@@ -118,7 +118,7 @@ def operating_regime():
         step = 1e-6
         finite_diffs = np.array([(value(z + step * e) - value(z - step * e)) / (2 * step)
                                  for e in directions])
-    configs = {  # float32, the settings a run uses (the default: ott, 100 iterations)
+    configs = {  # float32, the solver settings runs use (ott with a threshold, or the kernel loop)
         "ott_implicit": PlanOptions(**common, iterations=100, threshold=1e-3,
                                     plan_grad="implicit"),
         "ott_unroll": PlanOptions(**common, iterations=300, threshold=1e-5, plan_grad="unroll"),
