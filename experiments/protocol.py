@@ -366,7 +366,8 @@ def run_records(members: list[Member], out: Path, cap: int | None) -> list[dict]
             "name": m.name, "data_seed": m.cfg.data.seed, "train_seed": m.cfg.train.seed,
             "settings": list(m.settings), "best_epoch": r["best_epoch"],
             "epochs_run": r["epochs_run"], "cap": cap,
-            "hit_cap": cap is not None and r["epochs_run"] >= cap,
+            "hit_cap": cap is not None and r["epochs_run"] >= cap and not r.get("diverged"),
+            "diverged": r.get("diverged"),
             "valid": r["valid"], "test": r["test"], "wall_seconds": r["wall_seconds"],
             "epoch_seconds_member": r["epoch_seconds_median"] / r.get("sweep_group_size", 1)})
     return records
@@ -399,12 +400,15 @@ def tune(ctx: Context, model: Model, train: bool) -> dict:
         info["chosen"] = None
         return info
     if summary["winner"] is None:
-        raise ProtocolError(f"{out}/sweep.json: no configuration has a valid metric to choose on")
+        raise ProtocolError(f"{out}/sweep.json: no configuration has a valid metric to choose "
+                            "on (every one diverged or was never evaluated)")
     winner = next(c for c in summary["configurations"] if c["config_id"] == summary["winner"])
+    tune_runs = run_records(members, out, ctx.epochs)
     metric = summary["selection_metric"]
     info.update(chosen=list(winner["settings"]), tune_winner=winner["config_id"],
                 tune_valid=winner["valid"][metric]["mean"], tune_sweep=str(out),
-                tune_hit_cap=sum(r["hit_cap"] for r in run_records(members, out, ctx.epochs)),
+                tune_hit_cap=sum(r["hit_cap"] for r in tune_runs),
+                tune_diverged=sum(bool(r["diverged"]) for r in tune_runs),
                 tune_wall_seconds=sweep_wall(out, summary))
     return info
 

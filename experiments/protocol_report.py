@@ -89,6 +89,7 @@ def model_summary(runs: list[dict], baseline: list[dict] | None) -> dict:
                     for m in REPORTED},
            "per_split": {m: per_split(runs, m) for m in PAIRED},
            "hit_cap": sum(bool(r["hit_cap"]) for r in runs),
+           "diverged": sum(bool(r.get("diverged")) for r in runs),
            "epoch_seconds_member": statistics.median(
                [r["epoch_seconds_member"] for r in runs]) if runs else math.nan}
     if baseline:
@@ -133,18 +134,19 @@ def results_table(report: dict) -> list[str]:
     LightGCN, cap hits, times) as Markdown lines; README.md shows it too (experiments/report.py)."""
     lines = ["| model | runs | " + " | ".join(f"test {m}" for m in REPORTED) + " | " +
              " | ".join(f"Δ{m} vs LightGCN [95%]" for m in PAIRED) +
-             " | at cap (final/tune) | wall s (tune+final) | s/epoch/member |",
-             "|---" * (len(REPORTED) + len(PAIRED) + 5) + "|"]
+             " | at cap (final/tune) | diverged (final/tune) | wall s (tune+final) | "
+             "s/epoch/member |", "|---" * (len(REPORTED) + len(PAIRED) + 6) + "|"]
     for name, m in ordered(report["models"]):
         final = m.get("final")
         if final is None:
-            lines.append(f"| {name} | (not finished) |" + " |" * (len(REPORTED) + len(PAIRED) + 3))
+            lines.append(f"| {name} | (not finished) |" + " |" * (len(REPORTED) + len(PAIRED) + 4))
             continue
         cells = [_fmt(final["test"][k]) for k in REPORTED]
         diffs = final.get("vs_" + BASELINE)
         cells += [_fmt_diff(diffs[k]) if diffs and name != BASELINE else "-" for k in PAIRED]
         lines.append(f"| {name} | {final['n_runs']} | " + " | ".join(cells) +
                      f" | {final['hit_cap']}/{m['tune_hit_cap']} | "
+                     f"{final.get('diverged', 0)}/{m.get('tune_diverged', 0)} | "
                      f"{m['tune_wall_seconds']:.0f}+{m['final_wall_seconds']:.0f} | "
                      f"{final['epoch_seconds_member']:.3f} |")
     return lines

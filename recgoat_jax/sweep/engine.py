@@ -39,7 +39,7 @@ from recgoat_jax.sweep.members import over_mesh, vmap_chunk
 from recgoat_jax.sweep.spec import SweepError, varying_keys
 from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.epoch import make_epoch_fn
-from recgoat_jax.train.guard import check_epoch
+from recgoat_jax.train.guard import TrainingDiverged, check_epoch
 from recgoat_jax.train.loop import count_params, make_evaluators, run_result
 from recgoat_jax.train.preflight import check_run, step_batch_size
 from recgoat_jax.train.state import TrainState, make_optimizer
@@ -206,7 +206,12 @@ class GroupTrainer:
                 for s in running:
                     rec = records[s]
                     member_stats = {k: float(v[s]) for k, v in stats.items()}
-                    check_epoch(epoch, member_stats)
+                    try:
+                        check_epoch(epoch, member_stats)
+                    except TrainingDiverged as e:  # this member stops; the others go on
+                        rec.diverge(str(e))
+                        active[s] = False
+                        continue
                     rec.epoch(epoch, seconds, member_stats,
                               {k: float(v[s]) for k, v in diag.items()}, metrics.get(s))
                     if rec.stopped:
@@ -255,10 +260,12 @@ class _MemberRecord:
         self.times: list[float] = []
         self.stats: dict = {}
         self.improved = self.stopped = False
+        self.diverged: str | None = None  # the guard's message when the member's loss went NaN
         if saved:
             self.selection = protocol_lib.state_from_dict(saved["selection"])
             self.times, self.stats = list(saved["times"]), dict(saved["stats"])
             self.stopped = bool(saved["stopped"])
+            self.diverged = saved.get("diverged")
         self.writer = self.log = None
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -278,7 +285,14 @@ class _MemberRecord:
     def to_dict(self) -> dict:
         return {"selection": protocol_lib.state_to_dict(self.selection),
                 "times": list(self.times), "stats": dict(self.stats),
-                "stopped": bool(self.stopped)}
+                "stopped": bool(self.stopped), "diverged": self.diverged}
+
+    def diverge(self, message: str) -> None:
+        """Stop this member after a non-finite epoch (not logged as an epoch): its selection so
+        far stands, result.json says ``"diverged"``, and a sweep never chooses its config."""
+        self.improved, self.stopped, self.diverged = False, True, message
+        if self.log:
+            self.log.info(f"diverged, stopped: {message}")
 
     def epoch(self, epoch: int, seconds: float, stats: dict, diag: dict, metrics) -> None:
         self.times.append(seconds)
@@ -312,6 +326,7 @@ class _MemberRecord:
                             self.times, [1] if self.times else [], wall, n_params, self.stats,
                             group.batch_size, group.mesh.devices.flat)
         result["sweep_group_size"] = group.size
+        result["diverged"] = self.diverged
         if self.out:
             saved = run_dir.best_epoch_saved(self.out)
             result["best_params"] = ("best/params.npz" if saved == self.selection.best_epoch

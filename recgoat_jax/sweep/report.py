@@ -18,9 +18,11 @@ def summarise(members: list[Member], results: list[dict], selection_metric: str)
         row = rows.setdefault(member.config_id, {"config_id": member.config_id,
                                                  "settings": list(member.settings),
                                                  "members": [], "best_epochs": [],
+                                                 "diverged": 0,
                                                  "_valid": [], "_test": []})
         row["members"].append(member.name)
         row["best_epochs"].append(result["best_epoch"])
+        row["diverged"] += bool(result.get("diverged"))
         row["_valid"].append(result["valid"])
         row["_test"].append(result["test"])
     for row in rows.values():
@@ -30,7 +32,8 @@ def summarise(members: list[Member], results: list[dict], selection_metric: str)
                 {selection_metric} & {k for r in runs for k in r}))
             row[split] = {k: _mean_std([r[k] for r in runs if k in r]) for k in keys}
     ordered = [rows[k] for k in sorted(rows)]
-    scored = [r for r in ordered if selection_metric in r["valid"]]
+    # a configuration with a diverged member is unstable: it is reported, never chosen
+    scored = [r for r in ordered if selection_metric in r["valid"] and not r["diverged"]]
     winner = max(scored, key=lambda r: r["valid"][selection_metric]["mean"])["config_id"] \
         if scored else None
     return {"selection_metric": selection_metric, "selected_on": "valid",
@@ -43,7 +46,8 @@ def markdown(summary: dict, title: str = "Sweep") -> str:
     cols = [f"valid {metric}"] + [f"test {k}" for k in REPORTED]
     lines = [f"# {title}", "",
              f"Mean ± sample std over each configuration's members (seeds x data splits); "
-             f"the winner (**bold**) has the best mean valid {metric}.", "",
+             f"the winner (**bold**) has the best mean valid {metric} among the "
+             "configurations none of whose members diverged.", "",
              "| config | settings | members | " + " | ".join(cols) + " | best epochs |",
              "|---" * (len(cols) + 4) + "|"]
     for row in summary["configurations"]:
@@ -53,7 +57,8 @@ def markdown(summary: dict, title: str = "Sweep") -> str:
             name = f"**{name}**"
         lines.append(f"| {name} | {', '.join(row['settings']) or '(base)'} | "
                      f"{len(row['members'])} | " + " | ".join(cells) +
-                     f" | {row['best_epochs']} |")
+                     f" | {row['best_epochs']}"
+                     f"{f' ({d} diverged)' if (d := row.get('diverged')) else ''} |")
     return "\n".join(lines) + "\n"
 
 

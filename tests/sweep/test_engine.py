@@ -132,6 +132,30 @@ def test_early_stopped_members_end_at_their_own_epoch(tiny, tmp_path):
         assert results[i]["best_epoch"] == solo["best_epoch"]
 
 
+def test_a_diverged_member_stops_alone_and_its_config_is_never_chosen(tiny, tmp_path):
+    from recgoat_jax.sweep.report import summarise
+    from recgoat_jax.sweep.spec import expand
+    from recgoat_jax.train.guard import TrainingDiverged
+
+    # lr 1e30: the first Adam step overflows the embeddings, so the epoch's loss is inf/NaN
+    members = expand("lightgcn", BASE + ["train.epochs=3", "train.n_devices=1"],
+                     [("train.lr=1e-2",), ("train.lr=1e30",)], [0], [2025])
+    with pytest.raises(TrainingDiverged):  # a solo run with that config stops with the guard
+        train(members[1].cfg, tiny, tmp_path / "solo", progress=False)
+    results = GroupTrainer([m.cfg for m in members], tiny).run(
+        [tmp_path / "good", tmp_path / "bad"])
+    good, bad = results
+    assert good["diverged"] is None and good["epochs_run"] == 3 and good["valid"]
+    assert "epoch 1" in bad["diverged"] and bad["epochs_run"] == 0 and not bad["valid"]
+    assert json.loads((tmp_path / "bad" / "result.json").read_text())["diverged"] == bad["diverged"]
+    assert "diverged, stopped" in (tmp_path / "bad" / "train.log").read_text()
+    # a diverged member's config loses even when its valid metric looks better
+    rigged = [good, dict(bad, valid={"recall@20": 1.0}, test={"recall@20": 1.0})]
+    summary = summarise(members, rigged, "recall@20")
+    assert summary["winner"] == members[0].config_id
+    assert [row["diverged"] for row in summary["configurations"]] == [0, 1]
+
+
 def test_groups_refuse_shape_keys_and_indivisible_member_counts(tiny):
     a = C.load("lightgcn", BASE + ["train.n_devices=1"])
     with pytest.raises(SweepError, match="'model.dim' differs between members"):
