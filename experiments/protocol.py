@@ -317,7 +317,7 @@ def run_or_load(ctx: Context, members: list[Member], out: Path, train: bool) -> 
     plan_file = out / "sweep_plan.json"
     if plan_file.exists():
         wanted = json.loads(json.dumps(sweep_run.plan(members)))
-        if json.loads(plan_file.read_text()) != wanted:
+        if not sweep_run.same_plan(json.loads(plan_file.read_text()), wanted):
             raise ProtocolError(f"{out} holds a sweep of other members or settings than this "
                                 "command (another --budget, --epochs, --splits...): use another "
                                 "--runs-dir or remove that folder")

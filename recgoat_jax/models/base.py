@@ -47,6 +47,10 @@ class Recommender:
       fusion weights' starting values); the identity for keys it does not hold.
     embed_with(values) -> an embed function reading `values` (None: `embed` does not depend on
       any of `hyper`).
+    layout: under ``train.sharding = "graph"``, the `recgoat_jax.graph.partition.NodeLayout`
+      of the ID tables: `init` returns them padded to the partitioned rows and the training
+      loop shards them (and their optimiser moments) by rows; `embed` still returns [U, d]
+      and [I, d]. None: every array replicated.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Recommender:
     loss_with: Callable[[Mapping[str, Any]], Callable] | None = None
     init_with: Callable[[Params, Mapping[str, Any]], Params] | None = None
     embed_with: Callable[[Mapping[str, Any]], Callable] | None = None
+    layout: Any = None
 
 
 PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}

@@ -101,23 +101,28 @@ def build_recgoat(cfg: RunConfig, dataset: Dataset) -> Recommender:
         initial_weight_keys=tuple(initial_weight_key(m) for m in modalities))
 
 
-def build_lightgcn(cfg: RunConfig, dataset: Dataset, n_layers: int | None = None) -> Recommender:
-    """LightGCN with `cfg.model.n_layers` layers, or `n_layers` (0: MF)."""
+def build_lightgcn(cfg: RunConfig, dataset: Dataset, n_layers: int | None = None,
+                   mesh=None) -> Recommender:
+    """LightGCN with `cfg.model.n_layers` layers, or `n_layers` (0: MF); with `mesh` and
+    ``train.sharding = "graph"``, its tables and graph partitioned over the mesh."""
     from recgoat_jax.models.lightgcn import lightgcn
     return lightgcn(dataset, dim=cfg.model.dim,
                     n_layers=cfg.model.n_layers if n_layers is None else n_layers,
-                    init_std=cfg.model.init_std, decay=cfg.loss.decay)
+                    init_std=cfg.model.init_std, decay=cfg.loss.decay,
+                    mesh=mesh if cfg.train.sharding == "graph" else None)
 
 
-def build_model(cfg: RunConfig, dataset: Dataset) -> Recommender:
+def build_model(cfg: RunConfig, dataset: Dataset, mesh=None) -> Recommender:
+    """The model of `cfg` on `dataset`; `mesh`: the training mesh (``train.sharding = "graph"``
+    partitions over it; without one, or with "data", every array is whole)."""
     name = cfg.model.name
     if name == "popularity":
         from recgoat_jax.models.popularity import build_popularity
         return build_popularity(dataset)
     if name == "mf":
-        return build_lightgcn(cfg, dataset, n_layers=0)
+        return build_lightgcn(cfg, dataset, n_layers=0, mesh=mesh)
     if name == "lightgcn":
-        return build_lightgcn(cfg, dataset)
+        return build_lightgcn(cfg, dataset, mesh=mesh)
     if name == "recgoat":
         return build_recgoat(cfg, dataset)
     raise ConfigError(f"model.name must be one of {', '.join(MODELS)}; got {name!r}")

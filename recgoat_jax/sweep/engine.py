@@ -61,6 +61,10 @@ class GroupTrainer:
         base = cfgs[0]
         distributed.initialize(base.distributed)
         check_run(base, dataset)
+        if base.train.sharding != "data":
+            raise SweepError(f"train.sharding = '{base.train.sharding}': a sweep splits its "
+                             "members over the devices, so its members run with "
+                             "train.sharding = 'data'")
         self.cfgs, self.dataset, self.size = list(cfgs), dataset, len(cfgs)
         self.mesh = mesh if mesh is not None else parallel.make_mesh(base.train.n_devices)
         n_dev = parallel.data_size(self.mesh)

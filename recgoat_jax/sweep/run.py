@@ -49,6 +49,27 @@ def plan(members: list[Member]) -> dict:
                          "config": config_lib.to_dict(m.cfg)} for m in members]}
 
 
+def same_plan(stored: dict, wanted: dict) -> bool:
+    """Whether a stored sweep_plan.json describes the plan `wanted`. Config keys the package
+    gained after the plan was written count as equal when `wanted` holds their default (an
+    old sweep keeps resuming, and a finished one keeps being read, across such additions)."""
+    from recgoat_jax.tree_utils import flatten
+
+    old, new = stored.get("members", []), wanted["members"]
+    if len(old) != len(new):
+        return False
+    defaults = config_lib.to_flat_dict(config_lib.RunConfig())
+    for a, b in zip(old, new):
+        if {k: a[k] for k in a if k != "config"} != {k: b[k] for k in b if k != "config"}:
+            return False
+        fa, fb = flatten(a["config"], sep="."), flatten(b["config"], sep=".")
+        if any(k not in fb or fa[k] != fb[k] for k in fa):
+            return False
+        if any(k not in fa and (k not in defaults or fb[k] != defaults[k]) for k in fb):
+            return False
+    return True
+
+
 def run_sweep(members: list[Member], out: Path, progress: bool = True, command: str = "",
               resume: bool = False, overwrite: bool = False) -> dict:
     """Train `members` into `out/<member.name>/`; returns sweep.json's content.
@@ -63,7 +84,7 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
     if resume:
         if not plan_file.exists():
             raise SweepError(f"--resume: {out} holds no sweep (no sweep_plan.json)")
-        if json.loads(plan_file.read_text()) != json.loads(json.dumps(wanted)):
+        if not same_plan(json.loads(plan_file.read_text()), json.loads(json.dumps(wanted))):
             raise SweepError(f"--resume: {plan_file} lists other members or configs than this "
                              "command: repeat the interrupted command with --resume")
     elif plan_file.exists() and not overwrite:

@@ -37,8 +37,8 @@ from recgoat_jax.train.state import TrainState
 
 FORMAT = 3  # bump when the content of "run" changes incompatibly
 # Fields a resumed run may change: how long it runs, where, how often it saves.
-RESUMABLE_FIELDS = ("train.epochs", "train.n_devices", "train.checkpoint_every",
-                    "train.max_to_keep", "distributed.enabled",
+RESUMABLE_FIELDS = ("train.epochs", "train.n_devices", "train.sharding",
+                    "train.checkpoint_every", "train.max_to_keep", "distributed.enabled",
                     "distributed.coordinator_address", "distributed.num_processes",
                     "distributed.process_id")
 

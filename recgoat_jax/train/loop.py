@@ -32,6 +32,7 @@ from recgoat_jax.models import Recommender, build_model
 from recgoat_jax.models.base import compute_dtype, init_params, traced_hyper_keys, with_hyper
 from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.checkpoint import CheckpointError, Checkpointer, Progress
+from recgoat_jax.graph.partition import pad_tables, table_shardings, unpad_tables
 from recgoat_jax.train.epoch import make_epoch_fn
 from recgoat_jax.train.guard import check_epoch
 from recgoat_jax.train.preflight import check_run, step_batch_size
@@ -85,25 +86,39 @@ class Trainer:
         self.batch_size = step_batch_size(cfg.train.batch_size, len(dataset.train),
                                           parallel.data_size(self.mesh))
         parallel.check_divisible("train.batch_size", self.batch_size, self.mesh)
-        self.model = model or build_model(cfg, dataset)
+        self.model = model or build_model(cfg, dataset, self.mesh)
         self.optimizer = make_optimizer(cfg.train)
         replicated = parallel.replicated(self.mesh)
-        self.inputs = parallel.place(self.model.inputs, replicated)
+        self.layout = self.model.layout  # train.sharding = "graph": tables split by rows
+        inputs_sharding = parallel.rows(self.mesh) if self.layout else replicated
+        self.inputs = parallel.place(self.model.inputs, inputs_sharding)
         self.train_pairs = parallel.place(dataset.train.astype(np.int32), replicated)
         flat = config_lib.to_flat_dict(cfg)
         self.hyper = parallel.place({k: np.float32(flat[k]) for k in
                                      traced_hyper_keys(self.model, [flat])}, replicated)
         model, constrain = self.model, parallel.constrain_batch(self.mesh)
+        self.state_sharding = self._state_sharding()
 
         def epoch_fn(state, train_pairs, inputs, hyper):
             epoch = make_epoch_fn(with_hyper(model, hyper), self.optimizer, dataset.n_items,
                                   self.batch_size, constrain=constrain)
             return epoch(state, train_pairs, inputs)
 
-        self.epoch_fn = jax.jit(epoch_fn, in_shardings=replicated, out_shardings=replicated,
-                                donate_argnums=(0,))
+        self.epoch_fn = jax.jit(
+            epoch_fn, in_shardings=(self.state_sharding, replicated, inputs_sharding, replicated),
+            out_shardings=(self.state_sharding, replicated), donate_argnums=(0,))
         self.embed_fn = jax.jit(lambda params, inputs, hyper: with_hyper(model, hyper).embed(
-            params, inputs), in_shardings=replicated, out_shardings=replicated)
+            params, inputs), in_shardings=(self.state_sharding.params, inputs_sharding,
+                                           replicated), out_shardings=replicated)
+        # Checkpoints and best/params.npz hold the tables at [U, d] / [I, d] under either
+        # sharding, so a run resumes under another sharding or device count.
+        if self.layout:
+            self._export = jax.jit(lambda tree: unpad_tables(tree, self.layout),
+                                   out_shardings=replicated)
+            self._import = jax.jit(lambda tree: pad_tables(tree, self.layout),
+                                   out_shardings=self.state_sharding)
+        else:
+            self._export = self._import = lambda tree: tree
         self.diagnostics_fn = (jax.jit(self.model.diagnostics) if self.model.diagnostics
                                else None)
         self.evaluators = make_evaluators(dataset, cfg.eval, self.mesh)
@@ -113,16 +128,28 @@ class Trainer:
         """The selection metric; empty config value: the protocol's (recall@20 / ndcg@20)."""
         return self.cfg.eval.metric or None
 
-    def init_state(self) -> TrainState:
-        """The initial state, replicated on the mesh (the same on every device count)."""
-        def make(seed_key, hyper):
-            init_key, train_key = jax.random.split(seed_key)
-            return init_state(init_params(self.model, init_key, hyper), self.optimizer,
-                              train_key)
+    def _make_state(self, seed_key, hyper) -> TrainState:
+        init_key, train_key = jax.random.split(seed_key)
+        return init_state(init_params(self.model, init_key, hyper), self.optimizer, train_key)
 
+    def _state_sharding(self):
+        """The TrainState's shardings: replicated, or (graph sharding) the ID tables and
+        their moments split by rows."""
+        if not self.layout:
+            return TrainState(*[parallel.replicated(self.mesh)] * 4)
+        shapes = jax.eval_shape(self._make_state, jax.random.PRNGKey(0), self.hyper)
+        return table_shardings(shapes, self.mesh, parallel.DATA_AXIS)
+
+    def init_state(self) -> TrainState:
+        """The initial state on the mesh (the same values on every device count)."""
         # jit: flax's eager init of RecGOAT runs its whole forward op by op (~20 s on CPU)
-        return jax.jit(make, out_shardings=parallel.replicated(self.mesh))(
+        return jax.jit(self._make_state, out_shardings=self.state_sharding)(
             jax.random.PRNGKey(self.cfg.train.seed), self.hyper)
+
+    def export(self, tree):
+        """`tree` (a state or parameters) with the ID tables at their [U, d] / [I, d] rows,
+        replicated: what checkpoints and best/params.npz hold."""
+        return self._export(tree)
 
     def embed(self, params) -> tuple[jax.Array, jax.Array]:
         """z_user [U, d], z_item [I, d] of `params` (eval mode)."""
@@ -175,7 +202,8 @@ class Trainer:
         record = Progress(selection=protocol_lib.init_early_stopping(ev.protocol))
         last_checkpoint, notes = None, []
         if resume:  # raises before anything is written when no checkpoint fits
-            state, record, last_checkpoint = checkpointer.restore_latest(state)
+            state, record, last_checkpoint = checkpointer.restore_latest(self.export(state))
+            state = self._import(state)
             notes += [f"skipped {why}" for why in checkpointer.skipped]
         elif checkpointer and checkpointer.epochs():
             raise CheckpointError(f"{checkpointer.directory} holds checkpoints of an earlier "
@@ -203,7 +231,7 @@ class Trainer:
             say(f"resumed from {last_checkpoint} (epoch {int(state.epoch)})")
         say(f"{self.model.name} on {self.dataset.name}: {self.dataset.n_users} users, "
             f"{self.dataset.n_items} items, {len(self.dataset.train)} training pairs; "
-            f"{count_params(state.params)} parameters; devices {parallel.data_size(self.mesh)}")
+            f"{count_params(self.export(state.params))} parameters; devices {parallel.data_size(self.mesh)}")
         if self.batch_size != cfg.train.batch_size:
             say(f"train.batch_size = {cfg.train.batch_size} is larger than the "
                 f"{len(self.dataset.train)} training pairs: each step uses {self.batch_size} rows")
@@ -226,7 +254,7 @@ class Trainer:
                 checkpointer = Checkpointer(out / "checkpoints", cfg, cfg.train.max_to_keep)
             if improved:
                 checkpointer.set_best(epoch)
-            return checkpointer.save(epoch, state, Progress(
+            return checkpointer.save(epoch, self.export(state), Progress(
                 selection=selection, epoch_times=tuple(times),
                 compile_epochs=tuple(compile_epochs), last_stats=stats, stopped=stop))
 
@@ -251,7 +279,7 @@ class Trainer:
                                      for k, v in m.items()})
                         last_metrics = metrics
                         if improved and out and main:
-                            run_dir.save_best(out, parallel.to_host(state.params), epoch,
+                            run_dir.save_best(out, parallel.to_host(self.export(state.params)), epoch,
                                               selection.metric, selection.best_value)
                     if writer:
                         writer.write(line)
@@ -277,7 +305,7 @@ class Trainer:
                 selection, _, _ = protocol_lib.update(selection, 0, metrics.get("valid"),
                                                       metrics.get("test"), metric=self.metric)
                 if out and main:
-                    run_dir.save_best(out, parallel.to_host(state.params), 0, selection.metric,
+                    run_dir.save_best(out, parallel.to_host(self.export(state.params)), 0, selection.metric,
                                       selection.best_value)
         except BaseException:
             if log:
@@ -290,7 +318,7 @@ class Trainer:
                     closable.close()
         result = run_result(cfg, self.model.name, self.dataset.name, selection, times,
                             compile_epochs, time.perf_counter() - t_start,
-                            count_params(state.params), stats, self.batch_size,
+                            count_params(self.export(state.params)), stats, self.batch_size,
                             self.mesh.devices.flat)
         if out and main:
             saved = run_dir.best_epoch_saved(out)

@@ -61,6 +61,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def rows(mesh: Mesh) -> NamedSharding:
+    """Sharding of an array whose leading axis (rows: nodes, or devices' blocks) is split
+    over "data" (``train.sharding = "graph"``)."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
 def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
     """Sharding of an array whose axis `batch_axis` is split over "data" (the rest replicated)."""
     return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))

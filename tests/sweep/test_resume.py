@@ -70,3 +70,19 @@ if __name__ == "__main__":  # the worker: a sweep slowed to 0.3 s per epoch, to 
 
     GroupTrainer.train_epoch = slow
     sys.exit(main(sys.argv[1:]))
+
+
+def test_a_plan_written_before_a_config_key_existed_still_matches():
+    from recgoat_jax.sweep.run import plan, same_plan
+    from recgoat_jax.sweep.spec import expand
+
+    members = expand("lightgcn", ['data.preset="tiny"'], [("train.lr=1e-3",)], [0], [7])
+    wanted = json.loads(json.dumps(plan(members)))
+    stored = json.loads(json.dumps(wanted))
+    del stored["members"][0]["config"]["train"]["sharding"]  # a key the package added later
+    assert same_plan(stored, wanted)
+    changed = json.loads(json.dumps(wanted))
+    changed["members"][0]["config"]["train"]["sharding"] = "graph"  # not its default
+    assert not same_plan(stored, changed)
+    stored["members"][0]["config"]["train"]["lr"] = 5e-3  # a real difference
+    assert not same_plan(stored, wanted)

@@ -1,0 +1,105 @@
+"""train.sharding = "graph": LightGCN and MF with their ID tables, Adam moments and user-item
+graph split by rows over 2, 4 and 8 forced CPU devices train like one device (losses per
+epoch, parameters after 3 epochs, metrics); each device holds only its block; checkpoints
+written under one sharding and device count resume under another; set-ups that cannot use it
+stop with one line naming the setting."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from recgoat_jax import config as C
+from recgoat_jax.config import ConfigError
+from recgoat_jax.sweep import GroupTrainer, SweepError
+from recgoat_jax.train.loop import Trainer, train
+
+BASE = ['data.preset="tiny"', "train.batch_size=128", "eval.every=1", "train.epochs=3"]
+
+
+def _run(tiny, tmp_path, name, model, *extra):
+    cfg = C.load(model, BASE + list(extra))
+    result = train(cfg, tiny, tmp_path / name, progress=False)
+    losses = [json.loads(x)["loss"] for x in (tmp_path / name / "metrics.jsonl").open()]
+    params = dict(np.load(tmp_path / name / "best" / "params.npz"))
+    return result, losses, params
+
+
+@pytest.fixture(scope="module")
+def one_device(tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("one")
+    return {m: _run(tiny, root, m, m, "train.n_devices=1") for m in ("lightgcn", "mf")}
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "mf"])
+@pytest.mark.parametrize("n_devices", [2, 4, 8])
+def test_graph_sharding_trains_like_one_device(tiny, tmp_path, one_device, model, n_devices):
+    result, losses, params = _run(tiny, tmp_path, "g", model, f"train.n_devices={n_devices}",
+                                  "train.sharding=graph")
+    ref_result, ref_losses, ref_params = one_device[model]
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    assert params.keys() == ref_params.keys()
+    for k in params:  # best/params.npz holds the [U, d] / [I, d] tables, not the padded ones
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=1e-5, atol=1e-6)
+    assert result["best_epoch"] == ref_result["best_epoch"]
+    assert result["test"] == pytest.approx(ref_result["test"], abs=1e-6)
+    assert result["n_params"] == ref_result["n_params"]
+
+
+def test_each_device_holds_its_block_of_tables_moments_and_graph(tiny):
+    cfg = C.load("lightgcn", BASE + ["train.n_devices=4", "train.sharding=graph"])
+    trainer = Trainer(cfg, tiny)
+    state = trainer.init_state()
+    layout = trainer.layout  # 60 users, 45 items over 4: blocks of 15 and 12 rows
+    rows = {"embedding_user": layout.users_per_part, "embedding_item": layout.items_per_part}
+    tables = [(jax.tree_util.keystr(path), x) for path, x in
+              jax.tree_util.tree_leaves_with_path((state.params, state.opt_state)) if x.ndim == 2]
+    assert len(tables) == 6  # the two tables and their two Adam moments each
+    for path, table in tables:
+        assert table.sharding.spec == P("data"), path
+        block = rows["embedding_user" if "embedding_user" in path else "embedding_item"]
+        assert {s.data.shape[0] for s in table.addressable_shards} == {block}, path
+    graph = trainer.inputs["graph"]
+    assert {s.data.shape[0] for s in graph.values.addressable_shards} == {1}
+    # the same initial values as one device (drawn at [U, d], then padded with zeros)
+    one = Trainer(C.load("lightgcn", BASE + ["train.n_devices=1"]), tiny).init_state()
+    np.testing.assert_array_equal(np.asarray(trainer.export(state.params)["embedding_user"]),
+                                  np.asarray(one.params["embedding_user"]))
+
+
+@pytest.mark.parametrize("first, second", [
+    (["train.n_devices=4", "train.sharding=graph"], ["train.n_devices=1"]),
+    (["train.n_devices=1"], ["train.n_devices=2", "train.sharding=graph"])])
+def test_a_checkpoint_resumes_under_another_sharding_and_device_count(tiny, tmp_path, one_device,
+                                                                      first, second):
+    out = tmp_path / "run"
+    ckpt = ["train.checkpoint_every=1"]
+    train(C.load("lightgcn", BASE + ckpt + first + ["train.epochs=2"]), tiny, out,
+          progress=False)
+    (out / "result.json").unlink()  # as if it had been stopped after epoch 2
+    resumed = train(C.load("lightgcn", BASE + ckpt + second), tiny, out, progress=False,
+                    resume=True)
+    ref_result, ref_losses, ref_params = one_device["lightgcn"]
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").open()]
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    params = dict(np.load(out / "best" / "params.npz"))
+    for k in params:
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=1e-5, atol=1e-6)
+    assert resumed["test"] == pytest.approx(ref_result["test"], abs=1e-6)
+
+
+def test_models_and_sweeps_that_cannot_use_it_stop_naming_the_setting(tiny):
+    cfg = C.load("recgoat-reference", ['data.preset="tiny"', "train.sharding=graph"])
+    with pytest.raises(ConfigError, match=r"^train.sharding = 'graph' partitions .* "
+                                          r"model.name = 'recgoat' runs with"):
+        Trainer(cfg, tiny)
+    cfgs = [C.load("lightgcn", BASE + ["train.sharding=graph", f"train.seed={s}"])
+            for s in (0, 1)]
+    with pytest.raises(SweepError, match="train.sharding = 'graph'"):
+        GroupTrainer(cfgs, tiny)
+    with pytest.raises(ConfigError, match="train.sharding"):
+        C.load("lightgcn", ["train.sharding=rows"])
