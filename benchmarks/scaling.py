@@ -17,7 +17,8 @@ Usage (repository root):
   python3 -m benchmarks.scaling [--models lightgcn,recgoat] [--devices 1,2,4,8]
       [--preset small] [--dim 64] [--batch-size 2048] [--epochs 3] [--cpu-devices 8]
       [--wait-quiet-min 0] [--out benchmarks/results] [--tag ""]
-Writes <out>/scaling<tag>.json and .md.
+Writes <out>/scaling<tag>.json and .md. ``--compile-only`` measures the compiled step per
+device under train.sharding "data" and "graph" instead (benchmarks/sharding_cost.py).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--wait-quiet-min", type=float, default=0.0)
     p.add_argument("--out", default=str(common.RESULTS))
     p.add_argument("--tag", default="")
+    p.add_argument("--compile-only", action="store_true",
+                   help="per-device FLOPs, memory and collectives of the compiled step under "
+                        "train.sharding data and graph, nothing run (benchmarks/sharding_cost.py)")
     common.add_data_args(p)
     p.set_defaults(preset="small")
     return p.parse_args(argv)
@@ -104,6 +108,15 @@ def main(argv=None) -> None:
     wait = common.wait_for_quiet(args.wait_quiet_min * 60) if args.wait_quiet_min else None
     load_before = common.load_average()
     dataset = common.load_dataset(args.preset, args.data_format, args.data_path, args.data_name)
+    if args.compile_only:
+        from benchmarks import sharding_cost
+        payload = {"command": common.command_line(), "args": vars(args),
+                   "n_train": len(dataset.train), "machine": common.machine_info(),
+                   "load": {"before": load_before, "after": common.load_average(), "wait": wait},
+                   **sharding_cost.run(args, dataset)}
+        common.write_results(args.out, f"scaling_compiled{args.tag}", payload,
+                             sharding_cost.markdown(payload, args))
+        return
     counts = [n for n in (int(x) for x in args.devices.split(",")) if n <= jax.device_count()]
     rows = []
     for model in args.models.split(","):

@@ -124,6 +124,9 @@ class OATConfig:
                                      "unroll", choices=("stop", "implicit", "unroll"))
     plan_scale: str = setting("one", "plan scale: one (reference: rows sum to 1/d), dim "
                                      "(barycentric map)", choices=("one", "dim"))
+    cost_norm: str = setting("none", "ott / lowrank: divide the cost by its max or mean entry "
+                                     "before solving (epsilon then relative to it)",
+                             choices=("none", "max", "mean"))
     use_delta: bool = setting(True, "learnable residual map Delta_m beside the plan")
     fusion_weights: str = setting("unconstrained", "fusion weights: unconstrained (reference) "
                                                    "or softmax",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recgoat_jax.ot import (PlanOptions, feature_cost, feature_cost_broadcast, kernel_sinkhorn,
-                            plan_diagnostics, transport_plan)
+                            ott_output, plan_diagnostics, transport_plan)
 
 
 # PlanOptions is a frozen (hashable) dataclass, so it can be a static argument
@@ -224,3 +224,17 @@ def test_ot_package_does_not_read_the_run_configuration():
     import recgoat_jax.ot as ot_pkg
     for file in pathlib.Path(ot_pkg.__file__).parent.glob("*.py"):
         assert "recgoat_jax.config" not in file.read_text(), file.name
+
+
+def test_cost_norm_solves_the_normalised_cost_and_keeps_huge_costs_finite():
+    cost = jax.random.uniform(jax.random.key(3), (16, 16)) * 1e8  # spans ~1e10 epsilon
+    common = dict(solver="ott", epsilon=0.01, iterations=500, min_iterations=500)
+    raw = ott_output(cost, PlanOptions(**common)).matrix
+    assert float(plan_diagnostics(raw * 16, "dim")["relative_error"]) > 1.0  # float32 lost it
+    for norm, scale in (("max", cost.max()), ("mean", cost.mean())):
+        plan = ott_output(cost, PlanOptions(**common, cost_norm=norm)).matrix
+        by_hand = ott_output(cost / scale, PlanOptions(**common)).matrix
+        np.testing.assert_allclose(plan, by_hand, rtol=1e-4, atol=1e-7)
+        assert float(plan_diagnostics(plan * 16, "dim")["relative_error"]) < 1e-2
+    with pytest.raises(ValueError, match="cost_norm"):
+        PlanOptions(solver="reference", cost_norm="max")

@@ -1,0 +1,142 @@
+"""Per-device cost of one training step under train.sharding = "data" and "graph", from the
+compiled program alone (nothing is run, so sizes that do not fit this machine still measure).
+
+For each model, sharding and device count N: build the `Trainer`, lower and compile its epoch
+(`jax.jit(...).lower(...).compile()`), and read, per device:
+
+- ``cost_analysis()``: FLOPs and bytes accessed. The epoch is a `lax.scan` over its steps and
+  XLA's analysis counts a loop body once, so these are one step's figures (plus the epoch's
+  shuffle and negative draws);
+- ``memory_analysis()``: argument bytes (the train state, the graph and the training pairs on
+  this device), temporary and output bytes;
+- the collectives of the compiled HLO: every all-gather, all-reduce, reduce-scatter,
+  all-to-all and collective-permute with the bytes of its result (loop bodies counted once:
+  per step);
+- the parts of the state: bytes per device of the ID tables with their Adam moments, and of
+  the graph, from the arrays' own shards.
+
+    python -m benchmarks.scaling --compile-only [--models lightgcn,mf] [--devices 1,2,4,8]
+        [--preset baby] [--dim 64] [--batch-size 2048]
+
+writes <out>/scaling_compiled<tag>.{json,md}. The question it answers (issue #11): does the
+per-device state and graph work fall as 1/N under "graph", and stay flat under "data"?
+"""
+
+from __future__ import annotations
+
+import re
+
+from benchmarks import common
+
+COLLECTIVE = re.compile(r"= (\(?[^=]*?\)?) (all-gather|all-reduce|reduce-scatter|all-to-all|"
+                        r"collective-permute)(?:-start)?\(")
+SHAPE = re.compile(r"(pred|s8|u8|s16|u16|f16|bf16|s32|u32|f32|s64|u64|f64)\[([\d,]*)\]")
+BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+         "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+
+
+def collective_bytes(hlo: str) -> dict[str, int]:
+    """{collective kind: bytes of its results} over the compiled HLO text (each op once)."""
+    out: dict[str, int] = {}
+    for shapes, kind in COLLECTIVE.findall(hlo):
+        size = 0
+        for dtype, dims in SHAPE.findall(shapes):
+            n = 1
+            for d in filter(None, dims.split(",")):
+                n *= int(d)
+            size += n * BYTES[dtype]
+        out[kind] = out.get(kind, 0) + size
+    return out
+
+
+def device_bytes(tree) -> int:
+    """Bytes that the first device holds of the arrays of `tree`."""
+    import jax
+
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shards = [s for s in x.addressable_shards if s.device == x.sharding.mesh.devices.flat[0]] \
+            if hasattr(x.sharding, "mesh") else x.addressable_shards[:1]
+        total += sum(s.data.nbytes for s in shards[:1])
+    return total
+
+
+def measure(cfg, dataset) -> dict:
+    """One compiled epoch's per-device figures (module docstring)."""
+    from recgoat_jax.train.loop import Trainer
+
+    trainer = Trainer(cfg, dataset)
+    state = trainer.init_state()
+    compiled = trainer.lower_epoch(state).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    memory = compiled.memory_analysis()
+    return {
+        "flops": float(cost.get("flops", 0.0)),
+        "bytes_accessed": float(cost.get("bytes accessed", 0.0)),
+        "argument_bytes": int(memory.argument_size_in_bytes),
+        "temp_bytes": int(memory.temp_size_in_bytes),
+        "output_bytes": int(memory.output_size_in_bytes),
+        "state_bytes": device_bytes((state.params, state.opt_state)),
+        "graph_bytes": device_bytes(trainer.inputs),
+        "collectives": collective_bytes(compiled.as_text()),
+    }
+
+
+def run(args, dataset) -> dict:
+    import jax
+
+    from recgoat_jax import config as config_lib
+
+    counts = [n for n in (int(x) for x in args.devices.split(",")) if n <= jax.device_count()]
+    rows = []
+    for model in args.models.split(","):
+        for sharding in ("data", "graph"):
+            for n in counts:
+                cfg = config_lib.load(None, [f'data.preset="{args.preset}"', f"model.name={model}",
+                                             f"model.dim={args.dim}",
+                                             f"train.batch_size={args.batch_size}",
+                                             f"train.n_devices={n}", f"train.sharding={sharding}"]
+                                      + args.set)
+                print(f"{model} {sharding}: {n} device(s) ...", flush=True)
+                rows.append({"model": model, "sharding": sharding, "devices": n,
+                             **measure(cfg, dataset)})
+    for row in rows:  # each figure over the same model and sharding's 1-device figure
+        one = next((r for r in rows if r["model"] == row["model"] and
+                    r["sharding"] == row["sharding"] and r["devices"] == 1), None)
+        if one:
+            row["vs_1"] = {k: row[k] / one[k] if one[k] else None
+                           for k in ("flops", "state_bytes", "graph_bytes", "argument_bytes")}
+    return {"rows": rows, "device_count": jax.device_count(),
+            "platform": jax.devices()[0].platform}
+
+
+def markdown(payload: dict, args) -> str:
+    text = common.run_header("Per-device step cost under data and graph sharding (compiled)",
+                             payload["command"], payload.get("load"))
+    text += (f"Data: preset `{args.preset}` ({payload['n_train']} training pairs), d = "
+             f"{args.dim}, global batch {args.batch_size}; platform `{payload['platform']}`. "
+             "Figures are per device, from the compiled epoch without running it: FLOPs and "
+             "bytes accessed of one step (XLA counts the scan body once), the state (ID "
+             "tables and Adam moments) and graph bytes from the arrays' shards, XLA's "
+             "argument / temporary bytes, and the bytes of the collectives' results per "
+             "step. `/1` columns: the figure over the same sharding's 1-device figure "
+             "(1/N is perfect partitioning).\n\n")
+    rows = []
+    for r in payload["rows"]:
+        ratio = r.get("vs_1") or {}
+        rows.append([r["model"], r["sharding"], r["devices"], f"{r['flops'] / 1e9:.3f}",
+                     _ratio(ratio.get("flops")), common.fmt_bytes(r["state_bytes"]),
+                     _ratio(ratio.get("state_bytes")), common.fmt_bytes(r["graph_bytes"]),
+                     _ratio(ratio.get("graph_bytes")), common.fmt_bytes(r["argument_bytes"]),
+                     common.fmt_bytes(r["temp_bytes"]),
+                     ", ".join(f"{k} {common.fmt_bytes(v)}" for k, v in
+                               sorted(r["collectives"].items())) or "-"])
+    text += common.md_table(["model", "sharding", "N", "GFLOP / step", "/1", "state",
+                             "/1", "graph", "/1", "arguments", "temporaries",
+                             "collectives / step"], rows)
+    return text
+
+
+def _ratio(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
