@@ -2,7 +2,8 @@
 
 With N devices, device k owns a block of users and a block of items:
 
-    users [k * Ub, (k + 1) * Ub) and items [k * Ib, (k + 1) * Ib),  Ub = ceil(U / N), Ib = ceil(I / N)
+    users [k * Ub, (k + 1) * Ub) and items [k * Ib, (k + 1) * Ib),
+    Ub = ceil(U / N), Ib = ceil(I / N),
 
 so the ID tables, padded with zero rows to N * Ub and N * Ib, are simply sharded by rows, and a
 user or item keeps its id. Device k's R = Ub + Ib rows are its users then its items; node

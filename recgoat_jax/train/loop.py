@@ -231,7 +231,8 @@ class Trainer:
             say(f"resumed from {last_checkpoint} (epoch {int(state.epoch)})")
         say(f"{self.model.name} on {self.dataset.name}: {self.dataset.n_users} users, "
             f"{self.dataset.n_items} items, {len(self.dataset.train)} training pairs; "
-            f"{count_params(self.export(state.params))} parameters; devices {parallel.data_size(self.mesh)}")
+            f"{count_params(self.export(state.params))} parameters; "
+            f"devices {parallel.data_size(self.mesh)}")
         if self.batch_size != cfg.train.batch_size:
             say(f"train.batch_size = {cfg.train.batch_size} is larger than the "
                 f"{len(self.dataset.train)} training pairs: each step uses {self.batch_size} rows")
@@ -278,9 +279,11 @@ class Trainer:
                         line.update({f"{s}/{k}": v for s, m in metrics.items()
                                      for k, v in m.items()})
                         last_metrics = metrics
-                        if improved and out and main:
-                            run_dir.save_best(out, parallel.to_host(self.export(state.params)), epoch,
-                                              selection.metric, selection.best_value)
+                        if improved and out:  # export: a collective under graph sharding
+                            best = parallel.to_host(self.export(state.params))
+                            if main:
+                                run_dir.save_best(out, best, epoch, selection.metric,
+                                                  selection.best_value)
                     if writer:
                         writer.write(line)
                     if tensorboard:
@@ -304,9 +307,9 @@ class Trainer:
                 metrics = self.evaluate(state.params, ("valid", "test"))
                 selection, _, _ = protocol_lib.update(selection, 0, metrics.get("valid"),
                                                       metrics.get("test"), metric=self.metric)
+                best = parallel.to_host(self.export(state.params)) if out else None
                 if out and main:
-                    run_dir.save_best(out, parallel.to_host(self.export(state.params)), 0, selection.metric,
-                                      selection.best_value)
+                    run_dir.save_best(out, best, 0, selection.metric, selection.best_value)
         except BaseException:
             if log:
                 run_dir.close_log(log)

@@ -45,7 +45,8 @@ def test_table_block_takes_the_nth_table_of_a_page(report, tmp_path, monkeypatch
     page = tmp_path / "page.md"
     page.write_text("# P\n\n| a |\n|---|\n| 1.0 |\n\ntext\n\n| b |\n|---|\n| 2.0 |\n")
     monkeypatch.setattr(report, "ROOT", tmp_path)
-    assert report.table_block("page.md", 2) == "| b |\n|---|\n| 2.0 |\n\n(From [page.md](page.md).)\n"
+    expected = "| b |\n|---|\n| 2.0 |\n\n(From [page.md](page.md).)\n"
+    assert report.table_block("page.md", 2) == expected
     with pytest.raises(report.ReportError, match="has 2 table"):
         report.table_block("page.md", 3)
     with pytest.raises(report.ReportError, match="no such file"):

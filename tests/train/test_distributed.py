@@ -44,16 +44,18 @@ def test_initialize_arguments_from_config_then_environment():
     assert distributed.initialize(DistributedConfig(), {}) is False  # single-process: no-op
 
 
-def test_two_processes_reproduce_the_one_process_run(tmp_path):
+@pytest.mark.parametrize("sharding", ["data", "graph"])
+def test_two_processes_reproduce_the_one_process_run(tmp_path, sharding):
     from recgoat_jax.data.synthetic import generate
     from recgoat_jax.train.loop import Trainer
 
     out = tmp_path / "two"
-    run_two_processes(__file__, [str(out)], tmp_path, WORKER_DEVICES, TIMEOUT_S)
+    run_two_processes(__file__, [str(out), sharding], tmp_path, WORKER_DEVICES, TIMEOUT_S)
     two = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     two_result = json.loads((out / "result.json").read_text())
     assert two_result["epochs_run"] == 3
-    # the checkpoint both processes wrote together resumes in one process (8 devices here)
+    # the checkpoint both processes wrote together resumes in one process (8 devices here,
+    # train.sharding "data": a graph-sharded checkpoint holds the unpadded tables too)
     resumed = Trainer(C.load(None, RUN), generate("tiny")).run(out, progress=False, resume=True)
     assert resumed["epochs_run"] == 3 and resumed["test"] == two_result["test"]
 
@@ -67,7 +69,7 @@ def test_two_processes_reproduce_the_one_process_run(tmp_path):
             assert b[key] == pytest.approx(a[key], abs=1e-5), (a["epoch"], key)
 
 
-def _worker(port: str, process_id: str, out: str) -> None:
+def _worker(port: str, process_id: str, out: str, sharding: str) -> None:
     import jax
 
     from recgoat_jax.data.synthetic import generate
@@ -75,10 +77,11 @@ def _worker(port: str, process_id: str, out: str) -> None:
 
     cfg = C.load(None, RUN + ["distributed.enabled=true",
                               f'distributed.coordinator_address="localhost:{port}"',
-                              "distributed.num_processes=2", f"distributed.process_id={process_id}"])
+                              "distributed.num_processes=2", f"distributed.process_id={process_id}",
+                              f"train.sharding={sharding}"])
     train(cfg, generate("tiny"), out, progress=False)
     assert jax.process_count() == 2 and jax.device_count() == 2 * WORKER_DEVICES
 
 
 if __name__ == "__main__":
-    _worker(*sys.argv[1:4])
+    _worker(*sys.argv[1:5])
