@@ -61,12 +61,37 @@ def device_bytes(tree) -> int:
     return total
 
 
+def abstract_state(trainer):
+    """The train state as ShapeDtypeStructs with their shardings: lowering needs no state in
+    memory (under "data" at N devices it would be N copies)."""
+    import jax
+
+    shapes = jax.eval_shape(trainer._make_state, jax.random.PRNGKey(0), trainer.hyper)
+    shardings = jax.tree.map(lambda _, s: s, shapes, trainer.state_sharding,
+                             is_leaf=lambda x: x is None) if trainer.layout else jax.tree.map(
+        lambda _: trainer.state_sharding.params, shapes)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        shapes, shardings)
+
+
+def shard_bytes(tree) -> int:
+    """Bytes of the first device's shard of every ShapeDtypeStruct of `tree`."""
+    import jax
+    import numpy as np
+
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shape = x.sharding.shard_shape(x.shape)
+        total += int(np.prod(shape, dtype=np.int64)) * x.dtype.itemsize
+    return total
+
+
 def measure(cfg, dataset) -> dict:
     """One compiled epoch's per-device figures (module docstring)."""
     from recgoat_jax.train.loop import Trainer
 
     trainer = Trainer(cfg, dataset)
-    state = trainer.init_state()
+    state = abstract_state(trainer)
     compiled = trainer.lower_epoch(state).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -77,7 +102,7 @@ def measure(cfg, dataset) -> dict:
         "argument_bytes": int(memory.argument_size_in_bytes),
         "temp_bytes": int(memory.temp_size_in_bytes),
         "output_bytes": int(memory.output_size_in_bytes),
-        "state_bytes": device_bytes((state.params, state.opt_state)),
+        "state_bytes": shard_bytes((state.params, state.opt_state)),
         "graph_bytes": device_bytes(trainer.inputs),
         "collectives": collective_bytes(compiled.as_text()),
     }

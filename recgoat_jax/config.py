@@ -57,7 +57,7 @@ def setting(default, help: str, *, choices: tuple | Callable[[], tuple] = (), ru
     return dataclasses.field(default=default, metadata=meta)
 
 
-PRESETS = ("tiny", "small", "longtail", "baby", "sports", "electronics", "tiktok")
+PRESETS = ("tiny", "small", "longtail", "baby", "sports", "electronics", "tiktok", "xl")
 DATA_FORMATS = ("", "mmrec", "lightgcn", "recbole")
 MODELS = ("popularity", "mf", "lightgcn", "recgoat")
 METRICS = ("recall", "ndcg", "precision", "hit")

@@ -10,6 +10,12 @@ The generative story:
    ``softmax_i l(u, i)``, giving unique (user, item) pairs summing to
    exactly ``n_interactions`` (sampling costs O(U I): seconds for Baby, minutes for
    Electronics).
+3b. The `clustered` sampler (preset `xl`), for sizes where O(U I) is out of reach: the items
+   are grouped into C = 1024 clusters (each item joins the nearest of C items' factors, by
+   inner product); a user draws a cluster c from ``softmax_c tau <P_u, mu_c> / sqrt(k) +
+   log m_c`` (mu_c the mean factor of cluster c, m_c its popularity mass), then an item of c
+   by popularity, without replacement as above. The user's taste acts through the clusters
+   only; O(U C k + N log I) time.
 4. The split of `split.split_per_user` (MMRec's per-user 8:1:1 rule).
 5. Modality features ``m`` of dimension ``f_m`` with informativeness ``s in [0, 1]``:
    ``x = (s * z(Q W_m) + (1 - s) * noise) / sqrt(s^2 + (1 - s)^2)`` with ``W_m [k, f_m]`` a
@@ -61,6 +67,7 @@ class Preset:
     feature_dims: dict[str, int]
     signal: dict[str, float]
     user_feature_dim: int | None = None
+    sampler: str = "exact"  # "exact": O(U I) softmax draws; "clustered": O(U C + N), see 3b.
 
 
 _AMAZON_FEATURES = {"text": 384, "image": 4096}
@@ -81,7 +88,13 @@ PRESETS: dict[str, Preset] = {
     "electronics": Preset(192403, 63001, 1689188, _AMAZON_FEATURES, _DEFAULT_SIGNAL),
     "tiktok": Preset(9319, 6710, 59541, {"text": 768, "image": 128, "audio": 128},
                      _DEFAULT_SIGNAL),
+    # Bigger than one device's share (graph sharding, docs/multihost.md): the scale of the
+    # full Amazon review sets. The exact sampler would cost O(U I) = 2e12 logits: clustered.
+    "xl": Preset(2_000_000, 1_000_000, 30_000_000, {"text": 384, "image": 512},
+                 _DEFAULT_SIGNAL, sampler="clustered"),
 }
+SAMPLERS = ("exact", "clustered")
+N_CLUSTERS = 1024  # item clusters of the clustered sampler
 
 
 def _rng(seed: int, component: str) -> np.random.Generator:
@@ -270,6 +283,79 @@ def _draw_interactions(planted: Planted, counts: np.ndarray, seed: int) -> np.nd
     return pairs[np.argsort(pairs[:, 0], kind="stable")]
 
 
+def _item_clusters(planted: Planted, n_clusters: int, seed: int) -> np.ndarray:
+    """``[I]`` cluster of each item: the nearest (by inner product) of `n_clusters` items'
+    factors, chosen at random."""
+    rng = _rng(seed, "clusters")
+    items = planted.item_factors
+    centres = items[rng.choice(len(items), size=min(n_clusters, len(items)), replace=False)]
+    out = np.empty(len(items), np.int64)
+    chunk = max(1, SAMPLE_CHUNK // len(centres))
+    for start in range(0, len(items), chunk):
+        out[start:start + chunk] = np.argmax(items[start:start + chunk] @ centres.T, axis=1)
+    return out
+
+
+def _draw_interactions_clustered(planted: Planted, counts: np.ndarray, seed: int,
+                                 n_clusters: int = N_CLUSTERS) -> np.ndarray:
+    """`_draw_interactions` for large U x I (module docstring, 3b): ``[sum(counts), 2]``
+    int64 unique (user, item) pairs, grouped by user."""
+    n_users, (n_items, k) = len(counts), planted.item_factors.shape
+    rng = _rng(seed, "interactions")
+    cluster = _item_clusters(planted, n_clusters, seed)
+    c = int(cluster.max()) + 1
+    weight = np.exp(planted.item_log_popularity.astype(np.float64))
+    order = np.argsort(cluster, kind="stable")  # items grouped by cluster
+    size = np.bincount(cluster, minlength=c)
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    mass = np.bincount(cluster, weights=weight, minlength=c)
+    # per cluster, the CDF of its items' popularity, laid end to end (cluster j spans (j, j+1])
+    within = np.cumsum(weight[order]) - np.repeat(np.cumsum(mass) - mass, size)
+    stacked = within / np.repeat(mass, size) + np.repeat(np.arange(c), size)
+    centre = np.zeros((c, k))
+    np.add.at(centre, cluster, planted.item_factors)
+    centre = (centre / np.maximum(size, 1)[:, None]).astype(np.float32)
+    scale = np.float32(planted.affinity_scale / np.sqrt(k))
+    log_mass = np.log(np.maximum(mass, 1e-300)).astype(np.float32)
+    out = []
+    chunk = max(1, SAMPLE_CHUNK // c)
+    for first in range(0, n_users, chunk):
+        users = np.arange(first, min(first + chunk, n_users))
+        logits = (planted.user_factors[users] @ centre.T) * scale + log_mass  # [u, C]
+        logits -= logits.max(axis=1, keepdims=True)
+        cdf = np.cumsum(np.exp(logits, dtype=np.float64), axis=1)
+        cdf /= cdf[:, -1:]
+        cdf += np.arange(len(users))[:, None]  # row r's CDF spans (r, r + 1]: one searchsorted
+        cdf = cdf.ravel()
+        n_take = counts[users]
+        todo, n_draws = np.arange(len(users)), (5 * n_take) // 4 + 4
+        drawn_rows, drawn_items = [], []
+        for _ in range(16):
+            rows = np.repeat(todo, n_draws[todo])
+            pick = np.searchsorted(cdf, rows + rng.random(len(rows)), side="left") - rows * c
+            pick = np.clip(pick, 0, c - 1)
+            slot = np.searchsorted(stacked, pick + rng.random(len(rows)), side="left")
+            slot = np.clip(slot, start[pick], start[pick] + size[pick] - 1)
+            drawn_rows.append(rows)
+            drawn_items.append(order[slot])
+            all_rows, all_items = np.concatenate(drawn_rows), np.concatenate(drawn_items)
+            keep = np.argsort(all_rows, kind="stable")
+            all_rows, all_items = all_rows[keep], all_items[keep]
+            chosen, n_distinct = _first_distinct(all_rows, all_items, len(users), n_take)
+            todo = np.flatnonzero(n_distinct < n_take)
+            if todo.size == 0:
+                break
+            n_draws = 2 * (n_take - n_distinct) + 8
+        done = chosen & ~np.isin(all_rows, todo)
+        out.append(np.stack([users[all_rows[done]], all_items[done]], axis=1))
+        for r in todo:  # a heavy user whose clusters ran dry: the rest by popularity alone
+            have = all_items[chosen & (all_rows == r)]
+            full = _draw_one(weight, have, int(n_take[r]), rng)
+            out.append(np.stack([np.full(len(full), users[r]), full], axis=1))
+    pairs = np.concatenate(out)
+    return pairs[np.argsort(pairs[:, 0], kind="stable")]
+
+
 def _draw_one(weights: np.ndarray, have: np.ndarray, n_take: int,
               rng: np.random.Generator) -> np.ndarray:
     """Continue successive sampling without replacement by `weights` ``[I]`` after the
@@ -374,7 +460,7 @@ def make_synthetic(n_users: int, n_items: int, n_interactions: int,
                    user_feature_dim: int | None = None, seed: int = 2025,
                    name: str = "synthetic", *, affinity_scale: float = AFFINITY_SCALE,
                    popularity_exponent: float = POPULARITY_EXPONENT,
-                   user_features: str = "history") -> Dataset:
+                   user_features: str = "history", sampler: str = "exact") -> Dataset:
     """A synthetic `Dataset` (see the module docstring for how it is made).
 
     Args:
@@ -390,7 +476,10 @@ def make_synthetic(n_users: int, n_items: int, n_interactions: int,
         predictable; higher a: popularity explains more).
       user_features: "history" (from each user's training items) or "oracle" (from the
         planted user factors: a leak of the held-out interactions; module docstring, 6.).
+      sampler: "exact" (module docstring, 3.) or "clustered" (3b., for large U x I).
     """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler = {sampler!r}: expected one of {SAMPLERS}")
     if user_features not in USER_FEATURES:
         raise ValueError(f"user_features = {user_features!r}: expected one of {USER_FEATURES}")
     missing = sorted(set(feature_dims) - set(signal))
@@ -400,7 +489,8 @@ def make_synthetic(n_users: int, n_items: int, n_interactions: int,
     planted = planted_structure(n_users, n_items, seed, affinity_scale=affinity_scale,
                                 popularity_exponent=popularity_exponent)
     counts = _interactions_per_user(n_users, n_items, n_interactions, seed)
-    pairs = _draw_interactions(planted, counts, seed)
+    draw = _draw_interactions if sampler == "exact" else _draw_interactions_clustered
+    pairs = draw(planted, counts, seed)
     train, valid, test = split_per_user(pairs, n_users, seed)
     item_features = {m: make_features(planted.item_factors, dim, float(signal[m]), m,
                                       _rng(seed, f"item_features/{m}"))
@@ -438,7 +528,7 @@ def generate(preset: str, seed: int = 2025, feature_signal: float | None = None,
     """The synthetic dataset of a preset (`PRESETS`), e.g. ``generate("small")``.
 
     Args:
-      preset: tiny | small | longtail | baby | sports | electronics | tiktok.
+      preset: tiny | small | longtail | baby | sports | electronics | tiktok | xl.
       seed: generation seed (factors, interactions, split, features).
       feature_signal: informativeness of every modality in [0, 1]; None or < 0: the preset's.
       text_signal: informativeness of the text modality (item and user); None or < 0: as above.
@@ -447,4 +537,5 @@ def generate(preset: str, seed: int = 2025, feature_signal: float | None = None,
     spec = _preset(preset)
     return make_synthetic(spec.n_users, spec.n_items, spec.n_interactions, spec.feature_dims,
                           preset_signal(preset, feature_signal, text_signal),
-                          spec.user_feature_dim, seed, preset, user_features=user_features)
+                          spec.user_feature_dim, seed, preset, user_features=user_features,
+                          sampler=spec.sampler)

@@ -260,3 +260,28 @@ def test_make_synthetic_rejects_impossible_requests():
         make_synthetic(40, 30, 700, {}, {})
     with pytest.raises(ValueError, match="no signal given for modality 'image'"):
         make_synthetic(40, 30, 300, {"image": 8}, {"text": 0.5})
+
+
+def test_clustered_sampler_draws_exact_unique_pairs_that_follow_the_planted_taste():
+    from recgoat_jax.data.synthetic import (PRESETS, _item_clusters, make_synthetic,
+                                            planted_structure)
+
+    assert PRESETS["xl"].sampler == "clustered"  # the preset the exact sampler cannot reach
+    args = (4000, 3000, 60000, {"text": 8}, {"text": 0.7})
+    ds = make_synthetic(*args, sampler="clustered", seed=3)
+    pairs = np.concatenate([ds.train, ds.valid, ds.test]).astype(np.int64)
+    assert len(pairs) == 60000 and len(np.unique(pairs[:, 0] * 3000 + pairs[:, 1])) == 60000
+    again = make_synthetic(*args, sampler="clustered", seed=3)
+    np.testing.assert_array_equal(ds.test, again.test)
+    # held-out items sit in the clusters the user's planted factors prefer: the cluster of a
+    # test item ranks in the top part of the user's cluster affinities (chance: 0.5)
+    planted = planted_structure(4000, 3000, 3)
+    cluster = _item_clusters(planted, 1024, 3)
+    centre = np.stack([planted.item_factors[cluster == c].mean(0) if (cluster == c).any()
+                       else np.full(16, -np.inf) for c in range(cluster.max() + 1)])
+    affinity = planted.user_factors[ds.test[:, 0]] @ np.nan_to_num(centre, neginf=-1e9).T
+    own = affinity[np.arange(len(ds.test)), cluster[ds.test[:, 1]]]
+    percentile = (affinity > own[:, None]).mean(axis=1)
+    assert percentile.mean() < 0.25
+    with pytest.raises(ValueError, match="sampler"):
+        make_synthetic(*args, sampler="dense")
