@@ -20,6 +20,8 @@ For each model, sharding and device count N: build the `Trainer`, lower and comp
 
 writes <out>/scaling_compiled<tag>.{json,md}. The question it answers (issue #11): does the
 per-device state and graph work fall as 1/N under "graph", and stay flat under "data"?
+``python -m benchmarks.sharding_cost PAGE.json`` rewrites the page of an earlier run from its
+JSON (e.g. after the projection's assumptions change).
 """
 
 from __future__ import annotations
@@ -160,8 +162,74 @@ def markdown(payload: dict, args) -> str:
     text += common.md_table(["model", "sharding", "N", "GFLOP / step", "/1", "state",
                              "/1", "graph", "/1", "arguments", "temporaries",
                              "collectives / step"], rows)
-    return text
+    return text + projection(payload, payload["n_train"], args.batch_size)
+
+
+# Public peak figures per chip (vendor spec sheets), for the projection only.
+HARDWARE = {
+    "8 x H100 SXM (NVLink)": {"chips": 8, "flops": 67e12, "hbm": 3.35e12, "link": 450e9,
+                              "note": "FP32 non-tensor 67 TFLOP/s, HBM3 3.35 TB/s, NVLink 4 "
+                                      "900 GB/s bidirectional = 450 GB/s each way"},
+    "TPU v5p-64 (32 chips)": {"chips": 32, "flops": 459e12 / 6, "hbm": 2.765e12,
+                              "link": 600e9,
+                              "note": "459 TFLOP/s bf16, f32 matmuls assumed at 1/6 of it "
+                                      "(multi-pass bf16), HBM2e 2.765 TB/s, ICI 4800 Gbit/s "
+                                      "= 600 GB/s per chip"},
+}
+
+
+def projection(payload: dict, n_train: int, batch_size: int) -> str:
+    """Step and epoch time on `HARDWARE` from the measured per-device figures at the largest N:
+    step = max(FLOPs / peak, bytes accessed / HBM) + collective bytes / link bandwidth."""
+    rows = payload["rows"]
+    n_max = max(r["devices"] for r in rows)
+    steps = -(-n_train // batch_size)
+    out = []
+    for name, hw in HARDWARE.items():
+        for r in (r for r in rows if r["devices"] == n_max):
+            # more chips than measured devices: the partitioned figures (graph sharding) shrink
+            # by n_max / chips; under "data" every per-device figure stays (replicated graph)
+            shrink = n_max / hw["chips"] if r["sharding"] == "graph" else 1.0
+            comm = sum(r["collectives"].values())
+            compute = r["flops"] * shrink / hw["flops"]
+            memory = r["bytes_accessed"] * shrink / hw["hbm"]
+            step = max(compute, memory) + comm / hw["link"]
+            out.append([name, r["model"], r["sharding"], common.fmt_seconds(compute),
+                        common.fmt_seconds(memory), common.fmt_seconds(comm / hw["link"]),
+                        common.fmt_seconds(step), common.fmt_seconds(step * steps)])
+    text = ("\n## Projection to accelerators (not measured)\n\n"
+            f"From the per-device figures at N = {n_max} above: step = max(FLOPs / peak, bytes "
+            "accessed / HBM bandwidth) + collective bytes / link bandwidth (no overlap of "
+            "communication with compute: pessimistic; XLA's CPU cost analysis stands in for "
+            "the accelerator's, and its bytes accessed assume no cache reuse), epoch = step x "
+            f"{steps} steps. With more chips than {n_max}, the graph-sharded figures are "
+            f"scaled by {n_max} / chips; the all-gathered bytes per device do not shrink (each "
+            "device receives the whole table per layer). Peaks: " +
+            "; ".join(f"{k}: {v['note']}" for k, v in HARDWARE.items()) + ". Steps of a "
+            "fraction of a millisecond would in practice be bound by kernel-launch and "
+            "collective latency, which this does not model.\n\n")
+    return text + common.md_table(["hardware", "model", "sharding", "compute", "memory",
+                                   "communication", "step", "epoch"], out)
 
 
 def _ratio(x) -> str:
     return "-" if x is None else f"{x:.3f}"
+
+
+def rewrite(json_path: str) -> None:
+    """Write the Markdown page beside `json_path` (a ``scaling_compiled*.json``) again."""
+    import json
+    import types
+    from pathlib import Path
+
+    path = Path(json_path)
+    payload = json.loads(path.read_text())
+    args = types.SimpleNamespace(**payload["args"])
+    path.with_suffix(".md").write_text(markdown(payload, args))
+
+
+if __name__ == "__main__":
+    import sys
+
+    for page in sys.argv[1:]:
+        rewrite(page)
