@@ -27,12 +27,12 @@ from recgoat_jax.data import Dataset
 from recgoat_jax.data.load import data_source
 from recgoat_jax.eval import protocol as protocol_lib
 from recgoat_jax.eval.ranking import RankingEvaluator
+from recgoat_jax.graph.partition import pad_tables, table_shardings, unpad_tables
 from recgoat_jax.io_utils import JsonlWriter, atomic_write_json, atomic_write_text
 from recgoat_jax.models import Recommender, build_model
 from recgoat_jax.models.base import compute_dtype, init_params, traced_hyper_keys, with_hyper
 from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.checkpoint import CheckpointError, Checkpointer, Progress
-from recgoat_jax.graph.partition import pad_tables, table_shardings, unpad_tables
 from recgoat_jax.train.epoch import make_epoch_fn
 from recgoat_jax.train.guard import check_epoch
 from recgoat_jax.train.preflight import check_run, step_batch_size
