@@ -55,12 +55,7 @@ def device_bytes(tree) -> int:
     """Bytes that the first device holds of the arrays of `tree`."""
     import jax
 
-    total = 0
-    for x in jax.tree.leaves(tree):
-        shards = [s for s in x.addressable_shards if s.device == x.sharding.mesh.devices.flat[0]] \
-            if hasattr(x.sharding, "mesh") else x.addressable_shards[:1]
-        total += sum(s.data.nbytes for s in shards[:1])
-    return total
+    return sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree))
 
 
 def abstract_state(trainer):
@@ -69,8 +64,8 @@ def abstract_state(trainer):
     import jax
 
     shapes = jax.eval_shape(trainer._make_state, jax.random.PRNGKey(0), trainer.hyper)
-    shardings = jax.tree.map(lambda _, s: s, shapes, trainer.state_sharding,
-                             is_leaf=lambda x: x is None) if trainer.layout else jax.tree.map(
+    # graph sharding: one sharding per leaf; data: one replicated sharding for every leaf
+    shardings = trainer.state_sharding if trainer.layout else jax.tree.map(
         lambda _: trainer.state_sharding.params, shapes)
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         shapes, shardings)
@@ -114,11 +109,13 @@ def run(args, dataset) -> dict:
     import jax
 
     from recgoat_jax import config as config_lib
+    from recgoat_jax.train.preflight import GRAPH_SHARDED_MODELS
 
     counts = [n for n in (int(x) for x in args.devices.split(",")) if n <= jax.device_count()]
     rows = []
     for model in args.models.split(","):
-        for sharding in ("data", "graph"):
+        # a model graph sharding cannot split (RecGOAT) is measured under "data" only
+        for sharding in ("data", "graph") if model in GRAPH_SHARDED_MODELS else ("data",):
             for n in counts:
                 cfg = config_lib.load(None, [f'data.preset="{args.preset}"', f"model.name={model}",
                                              f"model.dim={args.dim}",
