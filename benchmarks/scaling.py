@@ -53,6 +53,10 @@ def parse_args(argv=None):
     p.add_argument("--compile-only", action="store_true",
                    help="per-device FLOPs, memory and collectives of the compiled step under "
                         "train.sharding data and graph, nothing run (benchmarks/sharding_cost.py)")
+    p.add_argument("--graph-part-only", action="store_true",
+                   help="with --compile-only: only the graph part's FLOPs and the state and "
+                        "graph bytes, without compiling the whole epoch (for sizes whose "
+                        "epoch takes too long to compile here)")
     common.add_data_args(p)
     p.set_defaults(preset="small")
     return p.parse_args(argv)

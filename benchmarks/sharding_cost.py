@@ -83,18 +83,72 @@ def shard_bytes(tree) -> int:
     return total
 
 
-def measure(cfg, dataset) -> dict:
-    """One compiled epoch's per-device figures (module docstring)."""
+def csr_flops(trainer, cfg) -> float:
+    """FLOPs per device of the CSR products of one step, which XLA's CPU cost analysis does not
+    count (jaxlib's CSR kernel is a custom call): a product over E edges with a [n, k] table is
+    2 E k, run once forward and once backward (the graphs are symmetric). LightGCN: one
+    product per layer over the user-item edges the device holds (its block under "graph", all
+    of them under "data"); RecGOAT under "data": the GAT aggregation over each kNN graph too
+    (under "graph" it is a gather and a segment sum, which XLA counts)."""
+    import numpy as np
+
+    inputs, d = trainer.inputs, cfg.model.dim
+    flops = 0.0
+    graph = inputs.get("graph") if isinstance(inputs, dict) else None
+    if graph is not None and cfg.model.n_layers:
+        if hasattr(graph, "indptr"):  # PartitionedGraph: the largest block
+            edges = int(np.max(np.asarray(graph.indptr)[:, -1]))
+        else:
+            edges = int(np.asarray(graph.senders).shape[0])
+        flops += 2 * (2 * edges * d) * cfg.model.n_layers
+    for key in ("knn", "user_knn"):
+        for knn in (inputs.get(key) or {}).values() if isinstance(inputs, dict) else ():
+            if isinstance(knn, tuple) and len(knn) == 3:  # (senders, receivers, reverse): CSR
+                flops += 2 * (2 * int(np.asarray(knn[0]).shape[0]) * d) * cfg.model.gat_layers
+    return flops
+
+
+def graph_part_flops(trainer, state) -> float:
+    """XLA's FLOPs per device of the whole-graph part of a step alone: the forward over every
+    user and item (propagation, GAT branches, transport, fusion) and its backward, without the
+    batch losses: ``grad(params -> sum(embed(params) * r))`` compiled with the step's
+    shardings."""
+    import jax
+    import jax.numpy as jnp
+
+    model = trainer.model
+
+    def graph_part(params, inputs):
+        z_user, z_item = model.embed(params, inputs)
+        return jnp.sum(z_user * 1.5) + jnp.sum(z_item * 0.5)
+
+    compiled = jax.jit(jax.grad(graph_part), in_shardings=(
+        trainer.state_sharding.params, jax.tree.map(lambda x: x.sharding, trainer.inputs)),
+        out_shardings=trainer.state_sharding.params).lower(state.params, trainer.inputs).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0))
+
+
+def measure(cfg, dataset, step: bool = True) -> dict:
+    """One compiled epoch's per-device figures (module docstring); without `step`, only the
+    graph part's FLOPs and the state and graph bytes (the epoch is not compiled)."""
     from recgoat_jax.train.loop import Trainer
 
     trainer = Trainer(cfg, dataset)
     state = abstract_state(trainer)
+    graph_flops = graph_part_flops(trainer, state) + csr_flops(trainer, cfg)
+    if not step:
+        return {"graph_flops": graph_flops,
+                "state_bytes": shard_bytes((state.params, state.opt_state)),
+                "graph_bytes": device_bytes(trainer.inputs)}
     compiled = trainer.lower_epoch(state).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     memory = compiled.memory_analysis()
     return {
         "flops": float(cost.get("flops", 0.0)),
+        "graph_flops": graph_flops,
         "bytes_accessed": float(cost.get("bytes accessed", 0.0)),
         "argument_bytes": int(memory.argument_size_in_bytes),
         "temp_bytes": int(memory.temp_size_in_bytes),
@@ -114,7 +168,7 @@ def run(args, dataset) -> dict:
     counts = [n for n in (int(x) for x in args.devices.split(",")) if n <= jax.device_count()]
     rows = []
     for model in args.models.split(","):
-        # a model graph sharding cannot split (RecGOAT) is measured under "data" only
+        # a model graph sharding cannot split (popularity) is measured under "data" only
         for sharding in ("data", "graph") if model in GRAPH_SHARDED_MODELS else ("data",):
             for n in counts:
                 cfg = config_lib.load(None, [f'data.preset="{args.preset}"', f"model.name={model}",
@@ -124,13 +178,15 @@ def run(args, dataset) -> dict:
                                       + args.set)
                 print(f"{model} {sharding}: {n} device(s) ...", flush=True)
                 rows.append({"model": model, "sharding": sharding, "devices": n,
-                             **measure(cfg, dataset)})
+                             **measure(cfg, dataset, not getattr(args, "graph_part_only",
+                                                                 False))})
     for row in rows:  # each figure over the same model and sharding's 1-device figure
         one = next((r for r in rows if r["model"] == row["model"] and
                     r["sharding"] == row["sharding"] and r["devices"] == 1), None)
         if one:
             row["vs_1"] = {k: row[k] / one[k] if one[k] else None
-                           for k in ("flops", "state_bytes", "graph_bytes", "argument_bytes")}
+                           for k in ("flops", "graph_flops", "state_bytes", "graph_bytes",
+                                     "argument_bytes") if k in row}
     return {"rows": rows, "device_count": jax.device_count(),
             "platform": jax.devices()[0].platform}
 
@@ -141,7 +197,11 @@ def markdown(payload: dict, args) -> str:
     text += (f"Data: preset `{args.preset}` ({payload['n_train']} training pairs), d = "
              f"{args.dim}, global batch {args.batch_size}; platform `{payload['platform']}`. "
              "Figures are per device, from the compiled epoch without running it: FLOPs and "
-             "bytes accessed of one step (XLA counts the scan body once), the state (ID "
+             "bytes accessed of one step (XLA counts the scan body once; jaxlib's CSR "
+             "kernels, custom calls, are not in it), the graph part (the forward over every "
+             "user and item and its backward, without the batch losses: XLA's count of that "
+             "part compiled alone, plus the CSR products' 2 E d multiply-adds per product, "
+             "forward and backward, counted from the edges each device holds), the state (ID "
              "tables and Adam moments) and graph bytes from the arrays' shards, XLA's "
              "argument / temporary bytes, and the bytes of the collectives' results per "
              "step. `/1` columns: the figure over the same sharding's 1-device figure "
@@ -149,16 +209,25 @@ def markdown(payload: dict, args) -> str:
     rows = []
     for r in payload["rows"]:
         ratio = r.get("vs_1") or {}
-        rows.append([r["model"], r["sharding"], r["devices"], f"{r['flops'] / 1e9:.3f}",
-                     _ratio(ratio.get("flops")), common.fmt_bytes(r["state_bytes"]),
+        graph = f"{r['graph_flops'] / 1e9:.3f}" if "graph_flops" in r else "-"
+        step = "flops" in r  # False: --graph-part-only
+        rows.append([r["model"], r["sharding"], r["devices"],
+                     f"{r['flops'] / 1e9:.3f}" if step else "-", _ratio(ratio.get("flops")),
+                     graph, _ratio(ratio.get("graph_flops")),
+                     common.fmt_bytes(r["state_bytes"]),
                      _ratio(ratio.get("state_bytes")), common.fmt_bytes(r["graph_bytes"]),
-                     _ratio(ratio.get("graph_bytes")), common.fmt_bytes(r["argument_bytes"]),
-                     common.fmt_bytes(r["temp_bytes"]),
-                     ", ".join(f"{k} {common.fmt_bytes(v)}" for k, v in
-                               sorted(r["collectives"].items())) or "-"])
-    text += common.md_table(["model", "sharding", "N", "GFLOP / step", "/1", "state",
+                     _ratio(ratio.get("graph_bytes")),
+                     common.fmt_bytes(r["argument_bytes"]) if step else "-",
+                     common.fmt_bytes(r["temp_bytes"]) if step else "-",
+                     (", ".join(f"{k} {common.fmt_bytes(v)}" for k, v in
+                                sorted(r["collectives"].items())) or "-") if step else "-"])
+    text += common.md_table(["model", "sharding", "N", "GFLOP / step", "/1",
+                             "graph part GFLOP", "/1", "state",
                              "/1", "graph", "/1", "arguments", "temporaries",
                              "collectives / step"], rows)
+    if not all("flops" in r for r in payload["rows"]):
+        return text + ("\n`-`: not measured (`--graph-part-only`: the epoch was not "
+                       "compiled).\n")
     return text + projection(payload, payload["n_train"], args.batch_size)
 
 

@@ -192,8 +192,8 @@ class TrainConfig:
     precision: str = setting("f32", "dense-matmul precision: f32 or bf16", choices=("f32", "bf16"))
     n_devices: int = setting(0, "data-parallel devices; 0 = all local devices", rule=ge(0))
     sharding: str = setting("data", "data: tables and graphs replicated, batch split over the "
-                                    "devices; graph: ID tables, optimiser state and the user-item "
-                                    "graph split by rows over them too (lightgcn, mf)",
+                                    "devices; graph: ID tables, optimiser state, features and "
+                                    "graphs split by rows over them too (lightgcn, mf, recgoat)",
                             choices=("data", "graph"))
     checkpoint_every: int = setting(0, "epochs between checkpoints; 0 = none", rule=ge(0))
     sweep_vmap: int = setting(0, "sweeps: members of a group computed together by jax.vmap on "

@@ -5,8 +5,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from recgoat_jax.layers import Dropout
+from recgoat_jax.layers import Dropout, bernoulli_at
 
 
 class Twice(nn.Module):
@@ -35,3 +36,13 @@ def test_equals_flax_dropout_and_takes_a_traced_rate():
     traced = jax.jit(jax.vmap(with_rate))(jnp.asarray([0.3, 0.0], jnp.float32))
     np.testing.assert_allclose(traced[0], ours, rtol=1e-6)
     np.testing.assert_allclose(traced[1], x, rtol=1e-6)  # rate 0: every entry kept, scale 1
+
+
+@pytest.mark.parametrize("make_key", [jax.random.PRNGKey, jax.random.key])
+def test_bernoulli_at_draws_the_entries_of_jax_random_bernoulli(make_key):
+    key = make_key(7)
+    want = np.asarray(jax.random.bernoulli(key, 0.9, (50, 8))).ravel()
+    counters = np.random.default_rng(0).permutation(400)[:123].astype(np.uint32)
+    got = jax.jit(bernoulli_at)(key, jnp.float32(0.9), jnp.asarray(counters))
+    np.testing.assert_array_equal(got, want[counters])
+    assert 0 < np.mean(want) < 1

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recgoat_jax.graph.sparse import csr_matmul, row_pointers
+from recgoat_jax.graph.partition_gat import PartitionedEdges, partitioned_attention
+from recgoat_jax.graph.sparse import csr_matmul, row_pointers, segment_softmax
 from recgoat_jax.layers import Dropout
 
 # DGL GATConv.reset_parameters uses nn.init.calculate_gain("relu").
@@ -54,19 +55,6 @@ def torch_linear_bias_init(fan_in: int) -> Callable:
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
-
-
-def segment_softmax(logits: jax.Array, segment_ids: jax.Array, num_segments: int) -> jax.Array:
-    """Softmax of logits [E, ...] over entries that share a segment id (sorted ids [E]).
-
-    As ``jraph.segment_softmax``, but the per-segment max is held constant for the gradient
-    (softmax is shift-invariant, so the gradient is the same); differentiating through
-    ``segment_max`` made forward+backward ~1.5-2.5x slower on CPU (165k edges x 8 heads).
-    """
-    segment_max = jax.ops.segment_max(logits, segment_ids, num_segments, indices_are_sorted=True)
-    exp_logits = jnp.exp(logits - jax.lax.stop_gradient(segment_max)[segment_ids])
-    normaliser = jax.ops.segment_sum(exp_logits, segment_ids, num_segments, indices_are_sorted=True)
-    return exp_logits / normaliser[segment_ids]
 
 
 @jax.custom_vjp
@@ -133,15 +121,18 @@ class GATConv(nn.Module):
     attn_drop: float = 0.1
     negative_slope: float = 0.2
     dtype: Any = jnp.float32
+    mesh: Any = None  # the 1-D device mesh of partitioned edges (`PartitionedEdges`)
 
     @nn.compact
     def __call__(
-        self, h: jax.Array, senders: jax.Array, receivers: jax.Array, deterministic: bool,
-        reverse: jax.Array | None = None,
+        self, h: jax.Array, senders: jax.Array | PartitionedEdges, receivers: jax.Array | None,
+        deterministic: bool, reverse: jax.Array | None = None,
     ) -> jax.Array:
         """h: [N, d] node features; senders, receivers: [E] int, sorted by receiver, every node
         with at least one incoming edge (self-loops); reverse: [E] reverse-edge permutation of a
-        symmetric edge set (the CSR aggregation) or None (gather + segment sum). Returns [N, d]."""
+        symmetric edge set (the CSR aggregation) or None (gather + segment sum). Returns [N, d].
+        Partitioned over `mesh` (``train.sharding = "graph"``): h [N R, d] sharded by rows,
+        senders the `PartitionedEdges`, receivers None (`partitioned_attention`)."""
         if self.dim % self.heads:
             raise ValueError(f"GATConv: dim={self.dim} must be divisible by heads={self.heads}")
         if h.ndim != 2 or h.shape[1] != self.dim:
@@ -160,6 +151,15 @@ class GATConv(nn.Module):
         projected = jnp.matmul(h.astype(self.dtype), kernel.astype(self.dtype),
                                preferred_element_type=jnp.float32)
         projected = projected.reshape(n_nodes, self.heads, head_dim)  # [N, H, d/H]
+        if isinstance(senders, PartitionedEdges):
+            drop = Dropout(self.attn_drop)
+            off = deterministic or (isinstance(self.attn_drop, (int, float))
+                                    and self.attn_drop == 0.0)
+            attend = partitioned_attention(self.mesh, self.mesh.axis_names[0],
+                                           self.negative_slope)
+            aggregated = attend(projected, attn_l, attn_r, senders,
+                                None if off else drop.rng(), 1.0 - self.attn_drop)
+            return aggregated.reshape(n_nodes, self.dim) + bias
         score_src = jnp.sum(projected * attn_l, axis=-1)  # [N, H]
         score_dst = jnp.sum(projected * attn_r, axis=-1)  # [N, H]
         logits = nn.leaky_relu(score_src[senders] + score_dst[receivers], self.negative_slope)  # [E, H]
@@ -246,16 +246,18 @@ class ModalityBranch(nn.Module):
     feat_drop: float = 0.1
     attn_drop: float = 0.1
     dropout: float = 0.1
+    mesh: Any = None  # as `GATConv`: set when the edges are `PartitionedEdges`
 
     @nn.compact
-    def __call__(self, x: jax.Array | FeatureTable, senders: jax.Array, receivers: jax.Array,
-                 deterministic: bool, reverse: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array | FeatureTable, senders: jax.Array | PartitionedEdges,
+                 receivers: jax.Array | None, deterministic: bool,
+                 reverse: jax.Array | None = None) -> jax.Array:
         """x: [I, in_m] raw item features (or their `FeatureTable`); senders, receivers: [E] kNN edges with self-loops,
         sorted by receiver; reverse: [E] or None, as `GATConv`. Returns z_m: [I, d]."""
         h = Projection(self.dim, self.dtype, name="proj")(x)
         for layer in range(self.n_layers):
             h = GATConv(self.dim, self.heads, self.feat_drop, self.attn_drop, dtype=self.dtype,
-                        name=f"gat_{layer}")(h, senders, receivers, deterministic, reverse)
+                        mesh=self.mesh, name=f"gat_{layer}")(h, senders, receivers, deterministic, reverse)
             h = nn.leaky_relu(h, 0.2)
             h = Dropout(self.dropout)(h, deterministic=deterministic)
         return h

@@ -61,6 +61,19 @@ def _csr_product_vmap(axis_size, in_batched, values, senders, indptr, x):
     return jax.lax.map(lambda one: _csr_product(*one), tuple(args)), True
 
 
+def segment_softmax(logits: jax.Array, segment_ids: jax.Array, num_segments: int) -> jax.Array:
+    """Softmax of logits [E, ...] over entries that share a segment id (sorted ids [E]).
+
+    As ``jraph.segment_softmax``, but the per-segment max is held constant for the gradient
+    (softmax is shift-invariant, so the gradient is the same); differentiating through
+    ``segment_max`` made forward+backward ~1.5-2.5x slower on CPU (165k edges x 8 heads).
+    """
+    segment_max = jax.ops.segment_max(logits, segment_ids, num_segments, indices_are_sorted=True)
+    exp_logits = jnp.exp(logits - jax.lax.stop_gradient(segment_max)[segment_ids])
+    normaliser = jax.ops.segment_sum(exp_logits, segment_ids, num_segments, indices_are_sorted=True)
+    return exp_logits / normaliser[segment_ids]
+
+
 @jax.custom_vjp
 def symmetric_csr_matmul(values, senders, indptr, x):
     """`csr_matmul` for a SYMMETRIC matrix (values[e] equal on both directions of every edge,
@@ -82,18 +95,25 @@ symmetric_csr_matmul.defvjp(_symmetric_fwd, _symmetric_bwd)
 
 
 def reverse_edges(senders: np.ndarray, receivers: np.ndarray) -> np.ndarray:
-    """For each edge e = s -> r, the index of its reverse edge r -> s: [E] int32.
+    """For each edge e = s -> r, the index of its reverse edge r -> s: [E] int32, a permutation.
 
+    A repeated edge (DGL's ``add_self_loop`` keeps a node's own kNN self-edge beside the loop
+    it adds) pairs its k-th copy with the k-th copy of its reverse, so no edge is read twice:
+    the attention of each copy differs once dropout has masked it.
     Raises ValueError if some edge has no reverse (the edge set is not symmetric).
     """
     senders, receivers = np.asarray(senders, np.int64), np.asarray(receivers, np.int64)
     n = int(max(senders.max(initial=0), receivers.max(initial=0))) + 1
     keys = receivers * n + senders
     order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    first = np.searchsorted(sorted_keys, keys)  # where each edge's key starts
+    copy = np.empty(len(keys), np.int64)
+    copy[order] = np.arange(len(keys)) - first[order]  # k: the edge is the k-th copy of its key
     wanted = senders * n + receivers
-    found = np.searchsorted(keys[order], wanted)
-    found = np.minimum(found, len(keys) - 1)
-    reverse = order[found]
-    if len(keys) and not np.array_equal(keys[reverse], wanted):
+    found = np.minimum(np.searchsorted(sorted_keys, wanted) + copy, max(len(keys) - 1, 0))
+    reverse = order[found] if len(keys) else order
+    if len(keys) and not (np.array_equal(keys[reverse], wanted)
+                          and len(np.unique(reverse)) == len(reverse)):
         raise ValueError("reverse_edges: the edge set is not symmetric (an edge lacks its reverse)")
     return reverse.astype(np.int32)

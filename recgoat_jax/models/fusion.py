@@ -82,8 +82,10 @@ class OATFusion(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, z_cf: jax.Array, z_modal: dict[str, jax.Array], deterministic: bool):
-        """z_cf: [I, d]; z_modal[m]: [I, d] -> (z_fused [I, d], {m: plan [d, d]})."""
+    def __call__(self, z_cf: jax.Array, z_modal: dict[str, jax.Array], deterministic: bool,
+                 mask: jax.Array | None = None):
+        """z_cf: [I, d]; z_modal[m]: [I, d] -> (z_fused [I, d], {m: plan [d, d]}).
+        mask: [I] bool, False on padding rows, which the cost then leaves out."""
         o = self.options
         if len(o.initial_weights) != len(self.modalities):
             raise ValueError(f"OATFusion: {len(o.initial_weights)} initial weights for the "
@@ -91,7 +93,7 @@ class OATFusion(nn.Module):
         d = z_cf.shape[-1]
         plans, aligned = {}, {}
         for m in self.modalities:
-            plan = transport_plan(feature_cost(z_modal[m], z_cf, o.cost_scale), o.plan)
+            plan = transport_plan(feature_cost(z_modal[m], z_cf, o.cost_scale, mask), o.plan)
             plans[m] = plan
             mapping = plan
             if o.use_delta:

@@ -24,9 +24,11 @@ import numpy as np
 
 from recgoat_jax import losses
 from recgoat_jax.data import Dataset
+from recgoat_jax.graph import partition
 from recgoat_jax.graph.bipartite import normalized_user_item_graph
 from recgoat_jax.graph.gat import ModalityBranch, feature_table
 from recgoat_jax.graph.knn import knn_graph
+from recgoat_jax.graph.partition_gat import PartitionedEdges, check_edge_count, partition_edges
 from recgoat_jax.graph.sparse import reverse_edges
 from recgoat_jax.models.base import Batch, Recommender
 from recgoat_jax.models.fusion import FusionOptions, OATFusion, initial_params, mix_weights
@@ -43,6 +45,9 @@ class RecGOAT(nn.Module):
     n_layers: LightGCN layers; gat_*, feat_dropout, attn_dropout, dropout: the modality
     branches (`ModalityBranch`; `dropout` also follows the fusion); fusion: `FusionOptions`;
     user_gate_init: the starting share (0..1, open) of the user branch in z_user.
+    mesh: the 1-D device mesh when ``train.sharding = "graph"``: the inputs are then
+    `build_inputs(..., layout=...)`'s partitioned ones and every [U, d] / [I, d] table below is
+    [N Ub, d] / [N Ib, d], split by rows over the mesh (`recgoat_jax.graph.partition`).
     """
 
     n_users: int
@@ -60,12 +65,13 @@ class RecGOAT(nn.Module):
     fusion: FusionOptions
     user_gate_init: float = 0.1
     dtype: Any = jnp.float32  # operand dtype of the dense matmuls (mixed precision: bf16)
+    mesh: Any = None
 
     def setup(self):
         self.cf = IdEmbeddings(self.n_users, self.n_items, self.dim, self.init_std)
         branch = dict(dim=self.dim, n_layers=self.gat_layers, heads=self.gat_heads,
                       feat_drop=self.feat_dropout, attn_drop=self.attn_dropout,
-                      dropout=self.dropout, dtype=self.dtype)
+                      dropout=self.dropout, dtype=self.dtype, mesh=self.mesh)
         self.branches = {m: ModalityBranch(**branch, name=f"branch_{m}") for m in self.modalities}
         self.user_branches = {m: ModalityBranch(**branch, name=f"user_branch_{m}")
                               for m in self.user_modalities}
@@ -87,10 +93,16 @@ class RecGOAT(nn.Module):
                  "z_modal": {m: [I, d]}, "plans": {m: [d, d]}, "ids": layer-0 embeddings}.
         """
         ids = self.cf()
-        z_user, z_cf = propagate_ids(ids, inputs.get("graph"), self.n_layers)
+        graph = inputs.get("graph")
+        if isinstance(graph, partition.PartitionedGraph):
+            propagate = partition.partitioned_lightgcn(self.mesh, self.mesh.axis_names[0],
+                                                       self.n_layers)
+            z_user, z_cf = propagate(graph, ids["embedding_user"], ids["embedding_item"])
+        else:
+            z_user, z_cf = propagate_ids(ids, graph, self.n_layers)
         z_modal = {m: _branch(self.branches[m], inputs["features"][m], inputs["knn"][m],
                               deterministic) for m in self.modalities}
-        z_item, plans = self.fuse(z_cf, z_modal, deterministic)
+        z_item, plans = self.fuse(z_cf, z_modal, deterministic, inputs.get("item_mask"))
         if self.user_modalities:
             z_sem = sum(_branch(self.user_branches[m], inputs["user_features"][m],
                                 inputs["user_knn"][m], deterministic)
@@ -100,36 +112,83 @@ class RecGOAT(nn.Module):
         return {"z_user": z_user, "z_item": z_item, "z_item_cf": z_cf, "z_modal": z_modal,
                 "plans": plans, "ids": ids}
 
+    def create_params(self, feature_dims: dict, user_feature_dims: dict) -> None:
+        """Creates every parameter without a pass over the graph (``init(..., method=...)``):
+        flax draws each parameter from its module path and name alone, so these are the values
+        `__call__`'s init gives, at [U, d] / [I, d] (then padded for the partitioned model)."""
+        self.cf()
+        edges = (jnp.arange(2), jnp.arange(2))  # two self-loops
+        z_modal = {m: self.branches[m](jnp.zeros((2, f)), *edges, True)
+                   for m, f in feature_dims.items()}
+        self.fuse(jnp.zeros((2, self.dim)), z_modal, True)
+        for m, f in user_feature_dims.items():
+            self.user_branches[m](jnp.zeros((2, f)), *edges, True)
 
-def _branch(branch: ModalityBranch, features: jax.Array, knn: tuple, deterministic: bool):
-    """A modality branch on its kNN graph `knn` = (senders, receivers[, reverse])."""
+
+def _branch(branch: ModalityBranch, features: jax.Array, knn, deterministic: bool):
+    """A modality branch on its kNN graph `knn` = (senders, receivers[, reverse]), or its
+    `PartitionedEdges`."""
+    if isinstance(knn, PartitionedEdges):
+        return branch(features, knn, None, deterministic)
     senders, receivers, *reverse = knn
     return branch(features, senders, receivers, deterministic, *reverse)
 
 
-def _knn_inputs(features: dict[str, np.ndarray], k: int) -> dict:
+def _knn_inputs(features: dict[str, np.ndarray], k: int, rows_per_part: int = 0,
+                n_parts: int = 0, heads: int = 1) -> dict:
     """{name: (senders [E], receivers [E], reverse [E])} of each feature table's kNN graph
-    (`knn_graph`, symmetric) with its reverse-edge permutation (`GATConv`)."""
+    (`knn_graph`, symmetric) with its reverse-edge permutation (`GATConv`); with `n_parts`,
+    {name: `PartitionedEdges`} over blocks of `rows_per_part` nodes instead."""
     out = {}
     for m, x in features.items():
         graph = knn_graph(x, k)
+        if n_parts:
+            check_edge_count(len(graph.senders), heads, f"the {m} kNN graph")
+            out[m] = partition_edges(graph.senders, graph.receivers, rows_per_part, n_parts)
+            continue
         reverse = reverse_edges(graph.senders, graph.receivers)
         out[m] = tuple(jnp.asarray(a) for a in (graph.senders, graph.receivers, reverse))
     return out
 
 
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """[n, f] float32 with zero rows appended up to `rows` (on host)."""
+    x = np.asarray(x, np.float32)
+    return np.pad(x, [(0, rows - x.shape[0]), (0, 0)])
+
+
 def build_inputs(dataset: Dataset, modalities: tuple[str, ...], user_modalities: tuple[str, ...],
-                 *, knn_k: int, user_knn_k: int, n_layers: int) -> dict:
-    """Graphs and features, built once on host: {graph, features, knn[, user_features, user_knn]}."""
-    inputs = {"features": {m: feature_table(dataset.item_features[m]) for m in modalities},
-              "knn": _knn_inputs({m: dataset.item_features[m] for m in modalities}, knn_k)}
+                 *, knn_k: int, user_knn_k: int, n_layers: int,
+                 layout: partition.NodeLayout | None = None, heads: int = 1) -> dict:
+    """Graphs and features, built once on host: {graph, features, knn[, user_features, user_knn]}.
+
+    With `layout` (``train.sharding = "graph"``), partitioned over its devices: features padded
+    to [N Ib, f] / [N Ub, f] (plain arrays), the kNN graphs as `PartitionedEdges`, the user-item
+    graph as a `PartitionedGraph`, and "item_mask" [N Ib] (False on padding rows), every leaf
+    split by its leading axis. `heads`: the GAT heads (the dropout mask's size check).
+    """
+    n = layout.n_parts if layout else 0
+    items = {m: dataset.item_features[m] for m in modalities}
+    users = {m: dataset.user_features[m] for m in user_modalities}
+    if layout:
+        inputs = {"features": {m: _pad_rows(x, n * layout.items_per_part)
+                               for m, x in items.items()},
+                  "knn": _knn_inputs(items, knn_k, layout.items_per_part, n, heads),
+                  "item_mask": np.arange(n * layout.items_per_part) < dataset.n_items}
+    else:
+        inputs = {"features": {m: feature_table(x) for m, x in items.items()},
+                  "knn": _knn_inputs(items, knn_k)}
     if n_layers > 0:
-        inputs["graph"] = normalized_user_item_graph(dataset.n_users, dataset.n_items, dataset.train)
+        graph = normalized_user_item_graph(dataset.n_users, dataset.n_items, dataset.train)
+        inputs["graph"] = partition.partition_graph(graph, layout) if layout else graph
     if user_modalities:
-        inputs["user_features"] = {m: feature_table(dataset.user_features[m])
-                                   for m in user_modalities}
-        inputs["user_knn"] = _knn_inputs({m: dataset.user_features[m] for m in user_modalities},
-                                         user_knn_k)
+        if layout:
+            inputs["user_features"] = {m: _pad_rows(x, n * layout.users_per_part)
+                                       for m, x in users.items()}
+            inputs["user_knn"] = _knn_inputs(users, user_knn_k, layout.users_per_part, n, heads)
+        else:
+            inputs["user_features"] = {m: feature_table(x) for m, x in users.items()}
+            inputs["user_knn"] = _knn_inputs(users, user_knn_k)
     return inputs
 
 
@@ -225,8 +284,10 @@ DROPOUT_FIELDS = ("feat_dropout", "attn_dropout", "dropout")
 
 
 def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions,
-                        initial_weight_keys: tuple[str, ...] = ()) -> Recommender:
-    """The `Recommender` of a RecGOAT module and the inputs `build_inputs` made for it.
+                        initial_weight_keys: tuple[str, ...] = (),
+                        layout: partition.NodeLayout | None = None) -> Recommender:
+    """The `Recommender` of a RecGOAT module and the inputs `build_inputs` made for it
+    (`layout`: theirs when partitioned, with `module.mesh` set).
 
     Loss terms: bpr, reg, cl (unless contrastive is "none"), ot (when on), and per modality
     ``plan_<m>_sum`` (the plan's mass: 0 or NaN flags a broken plan) and
@@ -252,7 +313,17 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
         hyper["model.oat.epsilon"] = plan.epsilon
 
     def init(key):
-        return module.init({"params": key}, inputs, deterministic=True)["params"]
+        if layout is None:
+            return module.init({"params": key}, inputs, deterministic=True)["params"]
+        dims = {m: x.shape[1] for m, x in inputs["features"].items()}
+        user_dims = {m: x.shape[1] for m, x in inputs.get("user_features", {}).items()}
+        params = module.init({"params": key}, dims, user_dims,
+                             method=RecGOAT.create_params)["params"]
+        return partition.pad_tables(params, layout)
+
+    if layout is not None:  # applied to the padded tables: [N Ub, d] and [N Ib, d]
+        module = module.clone(n_users=layout.n_parts * layout.users_per_part,
+                              n_items=layout.n_parts * layout.items_per_part)
 
     def init_with(params, values):
         """`params` with the fusion weights and the user gate starting at `values`."""
@@ -305,7 +376,9 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
 
         def embed(params, inputs):
             out = forward(params, inputs, net=member_module)
-            return out["z_user"], out["z_item"]
+            if layout is None:
+                return out["z_user"], out["z_item"]
+            return out["z_user"][:layout.n_users], out["z_item"][:layout.n_items]
 
         return embed
 
@@ -314,4 +387,4 @@ def recgoat_recommender(module: RecGOAT, inputs: dict, loss_options: LossOptions
     return Recommender(name="recgoat", init=init, loss=loss_with(hyper), embed=embed,
                        inputs=inputs, diagnostics=lambda params: diagnostics(module, params),
                        hyper=hyper, loss_with=loss_with, init_with=init_with,
-                       embed_with=embed_with)
+                       embed_with=embed_with, layout=layout)

@@ -69,8 +69,9 @@ def initial_weight_key(modality: str) -> str:
 
 
 def recgoat_module(cfg: RunConfig, n_users: int, n_items: int, modalities: tuple[str, ...],
-                   user_modalities: tuple[str, ...] = ()):
-    """The `RecGOAT` flax module that `cfg.model` (and `cfg.train.precision`) describe."""
+                   user_modalities: tuple[str, ...] = (), mesh=None):
+    """The `RecGOAT` flax module that `cfg.model` (and `cfg.train.precision`) describe;
+    `mesh`: the one its tables and graphs are partitioned over (``train.sharding = "graph"``)."""
     from recgoat_jax.models.recgoat import RecGOAT
     c = cfg.model
     # config.load has checked every value (user_gate_init in (0, 1), oat.rank <= dim, ...)
@@ -83,21 +84,31 @@ def recgoat_module(cfg: RunConfig, n_users: int, n_items: int, modalities: tuple
                    gat_heads=c.gat_heads, feat_dropout=c.feat_dropout,
                    attn_dropout=c.attn_dropout, dropout=c.dropout,
                    fusion=fusion_options(c.oat, modalities), user_gate_init=c.user_gate_init,
-                   dtype=dtype)
+                   dtype=dtype, mesh=mesh)
 
 
-def build_recgoat(cfg: RunConfig, dataset: Dataset) -> Recommender:
+def build_recgoat(cfg: RunConfig, dataset: Dataset, mesh=None) -> Recommender:
+    """RecGOAT as `cfg` describes it; with `mesh` and ``train.sharding = "graph"``, its ID
+    tables, features and graphs partitioned over the mesh."""
+    from recgoat_jax.graph.partition import NodeLayout
     from recgoat_jax.models import recgoat
+    from recgoat_jax.train.parallel import DATA_AXIS
     try:
         modalities, user_modalities = recgoat.select_modalities(
             dataset, cfg.model.modalities, cfg.model.user_side)
     except ValueError as e:
         raise ConfigError(f"model.{e}") from None
-    module = recgoat_module(cfg, dataset.n_users, dataset.n_items, modalities, user_modalities)
+    if cfg.train.sharding != "graph":
+        mesh = None
+    layout = (None if mesh is None else
+              NodeLayout(dataset.n_users, dataset.n_items, mesh.shape[DATA_AXIS]))
+    module = recgoat_module(cfg, dataset.n_users, dataset.n_items, modalities, user_modalities,
+                            mesh)
     inputs = recgoat.build_inputs(dataset, modalities, user_modalities, knn_k=cfg.model.knn_k,
-                                  user_knn_k=cfg.model.user_knn_k, n_layers=cfg.model.n_layers)
+                                  user_knn_k=cfg.model.user_knn_k, n_layers=cfg.model.n_layers,
+                                  layout=layout, heads=cfg.model.gat_heads)
     return recgoat.recgoat_recommender(
-        module, inputs, recgoat_loss_options(cfg.loss),
+        module, inputs, recgoat_loss_options(cfg.loss), layout=layout,
         initial_weight_keys=tuple(initial_weight_key(m) for m in modalities))
 
 
@@ -124,5 +135,5 @@ def build_model(cfg: RunConfig, dataset: Dataset, mesh=None) -> Recommender:
     if name == "lightgcn":
         return build_lightgcn(cfg, dataset, mesh=mesh)
     if name == "recgoat":
-        return build_recgoat(cfg, dataset)
+        return build_recgoat(cfg, dataset, mesh=mesh)
     raise ConfigError(f"model.name must be one of {', '.join(MODELS)}; got {name!r}")

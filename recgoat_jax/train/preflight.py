@@ -11,7 +11,7 @@ from recgoat_jax.config import ConfigError, RunConfig
 from recgoat_jax.data import Dataset
 
 
-GRAPH_SHARDED_MODELS = ("lightgcn", "mf")  # models whose state train.sharding='graph' splits
+GRAPH_SHARDED_MODELS = ("lightgcn", "mf", "recgoat")  # models whose state train.sharding='graph' splits
 
 
 def check_run(cfg: RunConfig, dataset: Dataset) -> None:
@@ -37,8 +37,8 @@ def check_run(cfg: RunConfig, dataset: Dataset) -> None:
             raise ConfigError(f"model.user_knn_k = {m.user_knn_k} must be smaller than the "
                               f"number of users ({dataset.n_users} in {where})")
     if cfg.train.sharding == "graph" and m.name not in GRAPH_SHARDED_MODELS:
-        raise ConfigError(f"train.sharding = 'graph' partitions the user-item graph of "
-                          f"{' and '.join(GRAPH_SHARDED_MODELS)}; model.name = '{m.name}' "
+        raise ConfigError(f"train.sharding = 'graph' partitions the tables and graphs of "
+                          f"{', '.join(GRAPH_SHARDED_MODELS)}; model.name = '{m.name}' "
                           "runs with train.sharding = 'data'")
     protocol = cfg.eval.protocol
     needed = "valid" if protocol == "mmrec" else "test"

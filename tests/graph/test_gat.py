@@ -191,12 +191,16 @@ def test_segment_softmax_matches_jraph_values_and_gradients():
     np.testing.assert_allclose(np.asarray(sums)[present], 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("dim, heads", [(16, 4), (64, 8)])
-def test_csr_aggregation_equals_segment_sum_in_values_and_gradients(branch_setup, dim, heads):
+@pytest.mark.parametrize("dim, heads, loops", [(16, 4, 1), (64, 8, 1), (16, 4, 2)])
+def test_csr_aggregation_equals_segment_sum_in_values_and_gradients(branch_setup, dim, heads,
+                                                                     loops):
     """The CSR attention aggregation (reverse edges given) equals the gather + segment-sum
     layer differentiated by autodiff: outputs and every gradient within 1e-5, with dropout on
-    (same key, so the same masks)."""
+    (same key, so the same masks). loops = 2: every node has two self-loops, as a node that is
+    its own kNN neighbour has after DGL's add_self_loop (its copies get different masks)."""
     x, senders, receivers, _, _ = branch_setup
+    if loops == 2:
+        senders, receivers = with_self_loops(senders, receivers, x.shape[0])
     reverse = reverse_edges(senders, receivers)
     branch = ModalityBranch(dim, heads=heads)
     params = branch.init(jax.random.key(3), x, senders, receivers, True)

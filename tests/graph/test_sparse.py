@@ -63,3 +63,13 @@ def test_reverse_edges_maps_each_edge_to_its_reverse_and_rejects_asymmetric_sets
     np.testing.assert_array_equal(receivers[rev], senders)
     with pytest.raises(ValueError, match="not symmetric"):
         reverse_edges(np.array([0, 1, 2]), np.array([1, 0, 0]))
+
+
+def test_reverse_edges_pairs_the_copies_of_a_repeated_edge_one_to_one():
+    # 0 -> 0 twice (a kNN self-edge plus the added self-loop), 0 <-> 1 twice, 1 -> 1 once
+    senders = np.array([0, 0, 1, 1, 0, 0, 1])
+    receivers = np.array([0, 0, 0, 0, 1, 1, 1])
+    rev = reverse_edges(senders, receivers)
+    assert sorted(rev.tolist()) == list(range(7))  # a permutation: no edge read twice
+    np.testing.assert_array_equal(senders[rev], receivers)
+    np.testing.assert_array_equal(receivers[rev], senders)
