@@ -111,25 +111,26 @@ def test_each_device_holds_its_block_of_tables_moments_and_graph(tiny):
                                   np.asarray(one.params["embedding_user"]))
 
 
-@pytest.mark.parametrize("first, second", [
-    (["train.n_devices=4", "train.sharding=graph"], ["train.n_devices=1"]),
-    (["train.n_devices=1"], ["train.n_devices=2", "train.sharding=graph"])])
+@pytest.mark.parametrize("model, first, second", [
+    ("lightgcn", ["train.n_devices=4", "train.sharding=graph"], ["train.n_devices=1"]),
+    ("lightgcn", ["train.n_devices=1"], ["train.n_devices=2", "train.sharding=graph"]),
+    ("recgoat-reference", ["train.n_devices=4", "train.sharding=graph"],
+     ["train.n_devices=2", "train.sharding=graph"])])
 def test_a_checkpoint_resumes_under_another_sharding_and_device_count(tiny, tmp_path, one_device,
-                                                                      first, second):
+                                                                      model, first, second):
     out = tmp_path / "run"
     ckpt = ["train.checkpoint_every=1"]
-    train(C.load("lightgcn", BASE + ckpt + first + ["train.epochs=2"]), tiny, out,
-          progress=False)
+    train(C.load(model, BASE + ckpt + first + ["train.epochs=2"]), tiny, out, progress=False)
     (out / "result.json").unlink()  # as if it had been stopped after epoch 2
-    resumed = train(C.load("lightgcn", BASE + ckpt + second), tiny, out, progress=False,
+    resumed = train(C.load(model, BASE + ckpt + second), tiny, out, progress=False,
                     resume=True)
-    ref_result, ref_losses, ref_params = one_device["lightgcn"]
+    ref_result, ref_losses, ref_params = one_device[model]
     losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").open()]
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     params = dict(np.load(out / "best" / "params.npz"))
-    for k in params:
-        np.testing.assert_allclose(params[k], ref_params[k], rtol=1e-5, atol=1e-6)
-    assert resumed["test"] == pytest.approx(ref_result["test"], abs=1e-6)
+    errors = _relative_errors(params, ref_params)
+    assert max(errors.values()) < 1e-5, errors
+    assert resumed["test"] == pytest.approx(ref_result["test"], abs=1e-4)
 
 
 def test_models_and_sweeps_that_cannot_use_it_stop_naming_the_setting(tiny):
