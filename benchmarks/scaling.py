@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--compile-only", action="store_true",
                    help="per-device FLOPs, memory and collectives of the compiled step under "
                         "train.sharding data and graph, nothing run (benchmarks/sharding_cost.py)")
+    p.add_argument("--shardings", default="data,graph",
+                   help="with --compile-only: the train.sharding values measured")
     p.add_argument("--graph-part-only", action="store_true",
                    help="with --compile-only: only the graph part's FLOPs and the state and "
                         "graph bytes, without compiling the whole epoch (for sizes whose "

@@ -169,7 +169,9 @@ def run(args, dataset) -> dict:
     rows = []
     for model in args.models.split(","):
         # a model graph sharding cannot split (popularity) is measured under "data" only
-        for sharding in ("data", "graph") if model in GRAPH_SHARDED_MODELS else ("data",):
+        wanted = getattr(args, "shardings", "data,graph").split(",")
+        for sharding in [s for s in ("data", "graph") if s in wanted
+                         and (s == "data" or model in GRAPH_SHARDED_MODELS)]:
             for n in counts:
                 cfg = config_lib.load(None, [f'data.preset="{args.preset}"', f"model.name={model}",
                                              f"model.dim={args.dim}",

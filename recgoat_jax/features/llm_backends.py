@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -237,6 +238,10 @@ def load_finished_answers(path: str | os.PathLike) -> dict[int, dict]:
     return done
 
 
+class _NotSent(Exception):
+    """A request left unsent: the failure limit was reached first."""
+
+
 def generate_answers(requests: Sequence[ProfileRequest], backend: Backend,
                      out_path: str | os.PathLike, *, workers: int = 4,
                      max_consecutive_failures: int = 20,
@@ -263,12 +268,31 @@ def generate_answers(requests: Sequence[ProfileRequest], backend: Backend,
     answered, failed = [], {}
     with JsonlWriter(out_path, "a", sort_keys=False) as out, \
             concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(backend.complete, r): r for r in pending}
+        # The count of failures in a row lives with the workers: the main thread may fall behind
+        # them (a loaded machine), and requests queued behind the limit must not be sent.
+        lock, stop, in_a_row = threading.Lock(), threading.Event(), [0]
+
+        def send(request):
+            if stop.is_set():
+                raise _NotSent()
+            try:
+                text = backend.complete(request)
+            except Exception:
+                with lock:
+                    in_a_row[0] += 1
+                    if in_a_row[0] == max_consecutive_failures:
+                        stop.set()
+                raise
+            with lock:
+                in_a_row[0] = 0
+            return text
+
+        futures = {pool.submit(send, r): r for r in pending}
 
         def record(future) -> bool:
             """Write the future's answer, or note its failure; True if it was answered."""
             request = futures[future]
-            if future.cancelled():
+            if future.cancelled() or isinstance(future.exception(), _NotSent):
                 failed[request.user] = (f"not sent: stopped after {max_consecutive_failures} "
                                         "failed requests in a row")
                 return False
@@ -282,13 +306,13 @@ def generate_answers(requests: Sequence[ProfileRequest], backend: Backend,
             answered.append(request.user)
             return True
 
-        recorded, failures_in_a_row = set(), 0
+        recorded = set()
         try:
             for future in tqdm(concurrent.futures.as_completed(futures), total=len(futures),
                                desc="profiles", unit="user", disable=not progress):
                 recorded.add(future)
-                failures_in_a_row = 0 if record(future) else failures_in_a_row + 1
-                if failures_in_a_row == max_consecutive_failures:
+                record(future)
+                if stop.is_set():
                     for f in futures:
                         f.cancel()
         except BaseException:

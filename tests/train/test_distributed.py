@@ -48,7 +48,9 @@ def test_initialize_arguments_from_config_then_environment():
     assert distributed.initialize(DistributedConfig(), {}) is False  # single-process: no-op
 
 
-@pytest.mark.parametrize("model, sharding", [("lightgcn", "data"), ("lightgcn", "graph"),
+# graph sharding with RecGOAT: its partitioned LightGCN propagation, GAT branches and OAT
+# statistics (LightGCN alone under "graph" is the 1-process tests' business)
+@pytest.mark.parametrize("model, sharding", [("lightgcn", "data"),
                                              ("recgoat-reference", "graph")])
 def test_two_processes_reproduce_the_one_process_run(tmp_path, model, sharding):
     from recgoat_jax.data.synthetic import generate
