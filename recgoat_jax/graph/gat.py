@@ -152,6 +152,8 @@ class GATConv(nn.Module):
                                preferred_element_type=jnp.float32)
         projected = projected.reshape(n_nodes, self.heads, head_dim)  # [N, H, d/H]
         if isinstance(senders, PartitionedEdges):
+            # the same submodule (auto-named Dropout_1) as below: the same key, so the mask
+            # `partitioned_attention` draws per edge is the unpartitioned layer's
             drop = Dropout(self.attn_drop)
             off = deterministic or (isinstance(self.attn_drop, (int, float))
                                     and self.attn_drop == 0.0)
