@@ -23,7 +23,9 @@ packaged config, with the same stopping rule for all (`SHARED`).
    "at cap" (a run stopping exactly at the cap counts too). With `--raise-cap`, a model
    with any run at the cap has its whole final sweep rerun with twice the cap (a new folder
    ``final/<model>_cap<E>``), up to `MAX_RAISES` times; its row then reports the last one
-   (later invocations, with or without the flag, keep using the raised folders).
+   (later invocations, with or without the flag, keep using the raised folders). When the
+   chosen configuration's own tuning run reached the cap, --raise-cap starts its final at
+   twice the cap (unless a final at the base cap was already started).
 3. Report: ``<results-dir>/<setting>.{json,md}`` (default experiments/results/protocol):
    test Recall / NDCG @ 10 / 20 mean ± std per model, the paired difference to LightGCN per
    split with a 95% t interval (`protocol_report`), cap hits, wall and epoch times, the
@@ -405,7 +407,10 @@ def tune(ctx: Context, model: Model, train: bool) -> dict:
     winner = next(c for c in summary["configurations"] if c["config_id"] == summary["winner"])
     tune_runs = run_records(members, out, ctx.epochs)
     metric = summary["selection_metric"]
+    winner_names = {m.name for m in members if m.config_id == winner["config_id"]}
+    winner_runs = [r for r in tune_runs if r["name"] in winner_names]
     info.update(chosen=list(winner["settings"]), tune_winner=winner["config_id"],
+                tune_winner_hit_cap=any(r["hit_cap"] for r in winner_runs),
                 tune_valid=winner["valid"][metric]["mean"], tune_sweep=str(out),
                 tune_hit_cap=sum(r["hit_cap"] for r in tune_runs),
                 tune_diverged=sum(bool(r["diverged"]) for r in tune_runs),
@@ -413,16 +418,25 @@ def tune(ctx: Context, model: Model, train: bool) -> dict:
     return info
 
 
-def final(ctx: Context, model: Model, chosen: list[str], train: bool) -> dict:
+def final(ctx: Context, model: Model, chosen: list[str], train: bool,
+          winner_hit_cap: bool = False) -> dict:
     """Stage 2: the chosen configuration on the final splits, the cap doubled while runs hit
-    it (with --raise-cap); ``{"runs", "cap", "final_sweep", "final_wall_seconds", ...}``."""
+    it (with --raise-cap); ``{"runs", "cap", "final_sweep", "final_wall_seconds", ...}``.
+
+    `winner_hit_cap`: the chosen configuration's tuning run reached the cap. With --raise-cap
+    and no final sweep at the base cap started yet, the final then starts at twice the cap:
+    the same configuration at the same cap would only hit it again."""
     seeds = ctx.train_seeds if model.trainable else ctx.train_seeds[:1]
     cap = ctx.epochs
 
     def folder(raises: int, cap: int) -> Path:
         return ctx.runs_dir / "final" / (model.name + (f"_cap{cap}" if raises else ""))
 
-    for raises in range(MAX_RAISES + 1):
+    start = 0
+    if (model.trainable and winner_hit_cap and ctx.raise_cap
+            and not (folder(0, cap) / "sweep_plan.json").exists()):
+        start, cap = 1, cap * 2
+    for raises in range(start, MAX_RAISES + 1):
         members = build_members(ctx, model, [tuple(chosen)], ctx.split_seeds, seeds, cap,
                                 train)
         out = folder(raises, cap)
@@ -514,7 +528,8 @@ def run_protocol(ctx: Context) -> dict:
         train = model.name in ctx.models and not ctx.report_only
         info = tune(ctx, model, train)
         if info["chosen"] is not None:
-            info.update(final(ctx, model, info["chosen"], train))
+            info.update(final(ctx, model, info["chosen"], train,
+                              winner_hit_cap=info.get("tune_winner_hit_cap", False)))
         infos[model.name] = info
         if train:
             write_report(ctx, infos)

@@ -70,8 +70,10 @@ class NodeLayout:
 
 
 def _pad_rows(table, rows: int):
+    """`table` with zero rows appended up to `rows`; a numpy table stays on host."""
     pad = rows - table.shape[0]
-    return jnp.pad(table, [(0, pad)] + [(0, 0)] * (table.ndim - 1)) if pad else table
+    xp = np if isinstance(table, np.ndarray) else jnp
+    return xp.pad(table, [(0, pad)] + [(0, 0)] * (table.ndim - 1)) if pad else table
 
 
 class PartitionedGraph(NamedTuple):

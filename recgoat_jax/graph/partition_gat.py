@@ -104,9 +104,16 @@ def partitioned_attention(mesh: Mesh, axis: str, negative_slope: float):
     return attend
 
 
+MAX_MASK_ENTRIES = 2 ** 32  # `bernoulli_at` counts the [E, H] dropout mask in uint32
+
+
+class EdgeCountError(ValueError):
+    """A graph too large for the partitioned attention (`check_edge_count`)."""
+
+
 def check_edge_count(n_edges: int, heads: int, where: str) -> None:
-    """ValueError when the attention dropout mask ([E, H]) would need 2^32 or more entries
-    (`bernoulli_at`'s counters are uint32)."""
-    if n_edges * heads >= 2 ** 32:
-        raise ValueError(f"{where}: {n_edges} edges x {heads} heads exceed the 2^32 entries "
+    """EdgeCountError when the attention dropout mask ([E, H]) would need 2^32 or more
+    entries (`MAX_MASK_ENTRIES`)."""
+    if n_edges * heads >= MAX_MASK_ENTRIES:
+        raise EdgeCountError(f"{where}: {n_edges} edges x {heads} heads exceed the 2^32 entries "
                          "of one attention dropout mask")

@@ -151,12 +151,6 @@ def _knn_inputs(features: dict[str, np.ndarray], k: int, rows_per_part: int = 0,
     return out
 
 
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    """[n, f] float32 with zero rows appended up to `rows` (on host)."""
-    x = np.asarray(x, np.float32)
-    return np.pad(x, [(0, rows - x.shape[0]), (0, 0)])
-
-
 def build_inputs(dataset: Dataset, modalities: tuple[str, ...], user_modalities: tuple[str, ...],
                  *, knn_k: int, user_knn_k: int, n_layers: int,
                  layout: partition.NodeLayout | None = None, heads: int = 1) -> dict:
@@ -171,7 +165,7 @@ def build_inputs(dataset: Dataset, modalities: tuple[str, ...], user_modalities:
     items = {m: dataset.item_features[m] for m in modalities}
     users = {m: dataset.user_features[m] for m in user_modalities}
     if layout:
-        inputs = {"features": {m: _pad_rows(x, n * layout.items_per_part)
+        inputs = {"features": {m: layout.pad_items(np.asarray(x, np.float32))
                                for m, x in items.items()},
                   "knn": _knn_inputs(items, knn_k, layout.items_per_part, n, heads),
                   "item_mask": np.arange(n * layout.items_per_part) < dataset.n_items}
@@ -183,7 +177,7 @@ def build_inputs(dataset: Dataset, modalities: tuple[str, ...], user_modalities:
         inputs["graph"] = partition.partition_graph(graph, layout) if layout else graph
     if user_modalities:
         if layout:
-            inputs["user_features"] = {m: _pad_rows(x, n * layout.users_per_part)
+            inputs["user_features"] = {m: layout.pad_users(np.asarray(x, np.float32))
                                        for m, x in users.items()}
             inputs["user_knn"] = _knn_inputs(users, user_knn_k, layout.users_per_part, n, heads)
         else:

@@ -91,6 +91,7 @@ def build_recgoat(cfg: RunConfig, dataset: Dataset, mesh=None) -> Recommender:
     """RecGOAT as `cfg` describes it; with `mesh` and ``train.sharding = "graph"``, its ID
     tables, features and graphs partitioned over the mesh."""
     from recgoat_jax.graph.partition import NodeLayout
+    from recgoat_jax.graph.partition_gat import EdgeCountError
     from recgoat_jax.models import recgoat
     from recgoat_jax.train.parallel import DATA_AXIS
     try:
@@ -104,9 +105,14 @@ def build_recgoat(cfg: RunConfig, dataset: Dataset, mesh=None) -> Recommender:
               NodeLayout(dataset.n_users, dataset.n_items, mesh.shape[DATA_AXIS]))
     module = recgoat_module(cfg, dataset.n_users, dataset.n_items, modalities, user_modalities,
                             mesh)
-    inputs = recgoat.build_inputs(dataset, modalities, user_modalities, knn_k=cfg.model.knn_k,
-                                  user_knn_k=cfg.model.user_knn_k, n_layers=cfg.model.n_layers,
-                                  layout=layout, heads=cfg.model.gat_heads)
+    try:
+        inputs = recgoat.build_inputs(dataset, modalities, user_modalities,
+                                      knn_k=cfg.model.knn_k, user_knn_k=cfg.model.user_knn_k,
+                                      n_layers=cfg.model.n_layers, layout=layout,
+                                      heads=cfg.model.gat_heads)
+    except EdgeCountError as e:
+        raise ConfigError(f"model.knn_k / model.gat_heads under train.sharding=\"graph\": {e}; "
+                          "expected fewer neighbours or heads") from None
     return recgoat.recgoat_recommender(
         module, inputs, recgoat_loss_options(cfg.loss), layout=layout,
         initial_weight_keys=tuple(initial_weight_key(m) for m in modalities))

@@ -112,6 +112,48 @@ def test_a_runs_folder_of_another_search_is_refused(protocol, smoke):
         protocol.main(argv)
 
 
+def _cap_trace(protocol, monkeypatch, tmp_path, caps_hit, winner_hit_cap, started=()):
+    """The final-sweep folders `protocol.final` visits for mf with --raise-cap, when runs at
+    a cap in `caps_hit` reach it (training replaced by stubs; `started`: folders that already
+    hold a sweep plan)."""
+    ctx = protocol.parse_args(["--setting", "small_informative", "--smoke", "--raise-cap",
+                               "--quiet", "--runs-dir", str(tmp_path)])
+    for name in started:
+        (tmp_path / "final" / name).mkdir(parents=True)
+        (tmp_path / "final" / name / "sweep_plan.json").write_text("{}")
+    visited = []
+
+    def run_or_load(ctx, members, out, train):
+        visited.append(out.name)
+        return {"groups": [[m.name] for m in members]}
+
+    def run_records(members, out, cap):
+        return [{"name": m.name, "hit_cap": cap in caps_hit} for m in members]
+
+    monkeypatch.setattr(protocol, "run_or_load", run_or_load)
+    monkeypatch.setattr(protocol, "run_records", run_records)
+    model = next(m for m in protocol.MODELS if m.name == "mf")
+    info = protocol.final(ctx, model, ["train.lr=0.01"], train=True,
+                          winner_hit_cap=winner_hit_cap)
+    return visited, info["cap"]
+
+
+def test_raise_cap_doubles_the_cap_while_runs_reach_it(protocol, monkeypatch, tmp_path):
+    # smoke cap 4: runs reach 4 and 8, not 16
+    visited, cap = _cap_trace(protocol, monkeypatch, tmp_path, {4, 8}, winner_hit_cap=False)
+    assert visited == ["mf", "mf_cap8", "mf_cap16"] and cap == 16
+
+
+def test_a_winner_tuned_at_the_cap_starts_its_final_at_twice_the_cap(protocol, monkeypatch,
+                                                                     tmp_path):
+    visited, cap = _cap_trace(protocol, monkeypatch, tmp_path, {4}, winner_hit_cap=True)
+    assert visited == ["mf_cap8"] and cap == 8
+    # a final sweep already started at the base cap is continued, not skipped
+    visited, cap = _cap_trace(protocol, monkeypatch, tmp_path / "b", {4}, winner_hit_cap=True,
+                              started=["mf"])
+    assert visited == ["mf", "mf_cap8"] and cap == 8
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["--setting", "ml100k"], "--setting ml100k needs --data-path"),
     (["--setting", "ml100k", "--data-path", "/nonexistent/ml-100k"], "--data-path"),

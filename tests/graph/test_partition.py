@@ -23,8 +23,10 @@ def test_layout_is_a_bijection_onto_the_devices_rows():
     assert len(set(ids.tolist())) == 17 and ids.max() < 4 * layout.rows_per_part
     # user 4 -> device 1, row 1; item 5 (node 15) -> device 2, row Ub + 1
     assert ids[4] == 1 * 5 + 1 and ids[15] == 2 * 5 + 3 + 1
-    assert layout.pad_users(np.ones((10, 2))).shape == (12, 2)
-    assert layout.pad_items(np.ones((7, 2))).shape == (8, 2)
+    padded = layout.pad_users(np.ones((10, 2), np.float32))
+    assert isinstance(padded, np.ndarray)  # host tables stay on host
+    np.testing.assert_array_equal(padded, np.r_[np.ones((10, 2)), np.zeros((2, 2))])
+    assert layout.pad_items(jnp.ones((7, 2))).shape == (8, 2)
 
 
 def _dense(values, senders, indptr, n_cols):
