@@ -92,18 +92,21 @@ def csr_flops(trainer, cfg) -> float:
     (under "graph" it is a gather and a segment sum, which XLA counts)."""
     import numpy as np
 
+    from recgoat_jax.graph.partition import PartitionedGraph
+    from recgoat_jax.graph.partition_gat import PartitionedEdges
+
     inputs, d = trainer.inputs, cfg.model.dim
     flops = 0.0
     graph = inputs.get("graph") if isinstance(inputs, dict) else None
     if graph is not None and cfg.model.n_layers:
-        if hasattr(graph, "indptr"):  # PartitionedGraph: the largest block
+        if isinstance(graph, PartitionedGraph):  # the largest device block
             edges = int(np.max(np.asarray(graph.indptr)[:, -1]))
-        else:
+        else:  # a jraph.GraphsTuple of every edge
             edges = int(np.asarray(graph.senders).shape[0])
         flops += 2 * (2 * edges * d) * cfg.model.n_layers
     for key in ("knn", "user_knn"):
         for knn in (inputs.get(key) or {}).values() if isinstance(inputs, dict) else ():
-            if isinstance(knn, tuple) and len(knn) == 3:  # (senders, receivers, reverse): CSR
+            if not isinstance(knn, PartitionedEdges):  # (senders, receivers, reverse): CSR
                 flops += 2 * (2 * int(np.asarray(knn[0]).shape[0]) * d) * cfg.model.gat_layers
     return flops
 

@@ -46,3 +46,18 @@ def test_csr_flops_counts_each_propagation_product_forward_and_backward(tiny):
                               "train.n_devices=1"])
     edges = 2 * len(tiny.train)  # each interaction in both directions
     assert sharding_cost.csr_flops(Trainer(cfg, tiny), cfg) == 2 * 2 * (2 * edges * 8)
+
+
+def test_csr_flops_leaves_the_partitioned_gat_to_xla(tiny):
+    """Under "graph" the GAT is a gather and a segment sum (XLA counts it): only the
+    user-item block's CSR products are added, not the kNN graphs' partitioned edges."""
+    import numpy as np
+
+    from recgoat_jax import config as C
+    from recgoat_jax.train.loop import Trainer
+
+    cfg = C.load("recgoat-reference", ['data.preset="tiny"', "model.dim=8", "model.n_layers=2",
+                                       "train.n_devices=4", "train.sharding=graph"])
+    trainer = Trainer(cfg, tiny)
+    block = int(np.max(np.asarray(trainer.inputs["graph"].indptr)[:, -1]))
+    assert sharding_cost.csr_flops(trainer, cfg) == 2 * 2 * (2 * block * 8)
