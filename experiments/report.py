@@ -59,12 +59,19 @@ def _protocol_report():
     return module
 
 
+def tuned_variants(report: dict) -> list[tuple[float, str]]:
+    """(tuning valid Recall@20 of the chosen configuration, name) of every RecGOAT variant
+    whose tuning sweep has finished in a protocol report."""
+    models = report["models"]
+    return [(models[n]["tune_valid"], n) for n in RECGOAT_VARIANTS
+            if models.get(n, {}).get("tune_valid") is not None]
+
+
 def outcome(report: dict) -> str:
     """One plain sentence: the RecGOAT variant chosen on valid (best tuning valid Recall@20)
     and its paired test difference to tuned LightGCN, or why there is none yet."""
     models = report["models"]
-    tuned = [(models[n]["tune_valid"], n) for n in RECGOAT_VARIANTS
-             if models.get(n, {}).get("tune_valid") is not None]
+    tuned = tuned_variants(report)
     if not tuned:
         return "No RecGOAT variant has finished its tuning here yet."
     _, best = max(tuned)
