@@ -34,7 +34,6 @@ import gc
 import math
 import time
 import traceback
-from pathlib import Path
 
 import numpy as np
 
@@ -154,7 +153,7 @@ def run_setting(model: str, dim: int, dataset, args, epochs_measured: int,
     from recgoat_jax import config as config_lib
 
     config_file, torch_name = MODELS[model]
-    overrides = [f"model.dim={dim}", f"train.epochs=1"] + list(args.set or [])
+    overrides = [f"model.dim={dim}", "train.epochs=1"] + list(args.set or [])
     cfg = config_lib.load(CONFIGS / config_file, overrides)
     jax_cfg = config_lib.load(CONFIGS / config_file, overrides + list(args.jax_set or []))
     batch = cfg.train.batch_size

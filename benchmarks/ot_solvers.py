@@ -330,7 +330,7 @@ def problems(embeddings: str | None) -> list[Problem]:
     for d in (64, 200):
         z_m, z_cf = synthetic_embeddings(d, 2000, modality_std=0.075, seed=d)
         out.append(dimension_problem(f"dims d={d}", z_m, z_cf,
-                                     f"I = 2000 items, z_cf std 0.03, z_m std 0.075 (text-like)"))
+                                     "I = 2000 items, z_cf std 0.03, z_m std 0.075 (text-like)"))
     z_m, z_cf = synthetic_embeddings(64, 2000, modality_std=0.7, seed=7)
     out.append(dimension_problem("dims d=64 image-scale", z_m, z_cf,
                                  "I = 2000, z_m std 0.7 (image-like): the kernel solver "

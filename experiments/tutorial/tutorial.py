@@ -568,7 +568,7 @@ def analyse_plans(run: dict, params) -> dict:
     """Per modality: cost [d, d], plan [d, d], the mass of the reference's kernel-domain plan
     on the same cost, and the sizes of z_m T_m and z_m Delta_m. params: host (numpy) arrays."""
     cfg = run["cfg"]
-    oat, d = cfg.model.oat, cfg.model.dim
+    oat = cfg.model.oat
     out = recgoat_outputs(run, params)
     result = {}
     for m, z_m in out["z_modal"].items():

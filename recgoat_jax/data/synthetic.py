@@ -300,7 +300,7 @@ def _draw_interactions_clustered(planted: Planted, counts: np.ndarray, seed: int
                                  n_clusters: int = N_CLUSTERS) -> np.ndarray:
     """`_draw_interactions` for large U x I (module docstring, 3b): ``[sum(counts), 2]``
     int64 unique (user, item) pairs, grouped by user."""
-    n_users, (n_items, k) = len(counts), planted.item_factors.shape
+    n_users, k = len(counts), planted.item_factors.shape[1]
     rng = _rng(seed, "interactions")
     cluster = _item_clusters(planted, n_clusters, seed)
     c = int(cluster.max()) + 1

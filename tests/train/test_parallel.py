@@ -29,7 +29,7 @@ def _train(cfg, dataset, n_devices: int, epochs: int):
 
 
 def _assert_same_run(run_1, run_8):
-    (_, state_1, losses_1), (trainer_8, state_8, losses_8) = run_1, run_8
+    (_, state_1, losses_1), (_, state_8, losses_8) = run_1, run_8
     np.testing.assert_allclose(losses_8, losses_1, rtol=0, atol=1e-5)
     for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state_8.params)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5)
