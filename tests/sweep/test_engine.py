@@ -61,6 +61,7 @@ def test_members_equal_their_solo_runs_and_differ_from_each_other(tiny, tmp_path
     per_member = [["train.seed=0"], ["train.seed=1"], ["train.seed=0", "train.lr=2e-3",
                                                         "loss.decay=1e-3"]]
     if name == "recgoat":
+        common += ["model.user_side=true"]  # the paper's user side too (off by default)
         per_member[2] += RECGOAT_MEMBER
         if vmap > 1:
             common += ["model.oat.epsilon=1.0"]
@@ -94,8 +95,10 @@ def test_members_equal_their_solo_runs_and_differ_from_each_other(tiny, tmp_path
 def test_member_axis_sharded_over_four_devices_equals_solo_runs(tiny, tmp_path, name):
     assert jax.device_count() >= 4
     extra = RECGOAT_MEMBER if name == "recgoat" else []
-    cfgs = [C.load(name, BASE + ["train.epochs=3", "train.n_devices=4", f"train.seed={s}",
-                                 f"train.lr={lr}"] + (extra if i == 2 else []))
+    user_side = ["model.user_side=true"] if name == "recgoat" else []
+    cfgs = [C.load(name, BASE + user_side + ["train.epochs=3", "train.n_devices=4",
+                                             f"train.seed={s}", f"train.lr={lr}"]
+                   + (extra if i == 2 else []))
             for i, (s, lr) in enumerate([(0, 1e-3), (1, 1e-3), (0, 4e-3), (2, 4e-3)])]
     trainer = GroupTrainer(cfgs, tiny)
     assert all(len(x.sharding.device_set) == 4 for x in jax.tree.leaves(trainer.init_state()))
