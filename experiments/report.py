@@ -76,7 +76,8 @@ def outcome(report: dict) -> str:
         return "No RecGOAT variant has finished its tuning here yet."
     _, best = max(tuned)
     diff = (models[best].get("final") or {}).get("vs_lightgcn", {}).get("recall@20")
-    if not diff or not diff["n"] or diff["mean"] != diff["mean"]:
+    if (not models[best].get("final_finished") or not diff or diff["n"] < 2
+            or diff["low"] != diff["low"]):
         return (f"The RecGOAT variant with the best tuning valid Recall@20 is `{best}`; its "
                 "final runs are not finished yet.")
     low, high = diff["low"], diff["high"]
