@@ -45,16 +45,14 @@ def _run(tiny, tmp_path, name, model, *extra):
 # tuned settings graph(4)'s loss drift, 4.8e-5, exceeded the ulp run's, 3.8e-5: the two are
 # the same order, so that comparison is only meaningful with a margin), run at the settings
 # where they were measured.
-FORMER_OPTIMISER = ["train.lr=5e-3", "loss.decay=1e-4", "loss.cl_weight=0.1",
-                    "loss.temperature=0.2"]
+FORMER_DEFAULT = ["model.user_side=true", "train.lr=5e-3", "loss.decay=1e-4",
+                  "loss.cl_weight=0.1", "loss.temperature=0.2"]
 # name -> (config, extra settings); recgoat-eps1: the default with a well-conditioned plan
 MODELS = {"lightgcn": ("lightgcn", []), "mf": ("mf", []),
           "recgoat-reference": ("recgoat-reference", []),
-          "recgoat-eps1": ("recgoat", ["model.oat.epsilon=1.0", "model.user_side=true",
-                                       *FORMER_OPTIMISER]),
-          "recgoat": ("recgoat", ["model.user_side=true", *FORMER_OPTIMISER]),
-          "recgoat-ulp": ("recgoat", ["model.oat.cost_scale=100.00001", "model.user_side=true",
-                                      *FORMER_OPTIMISER])}
+          "recgoat-eps1": ("recgoat", ["model.oat.epsilon=1.0", *FORMER_DEFAULT]),
+          "recgoat": ("recgoat", FORMER_DEFAULT),
+          "recgoat-ulp": ("recgoat", ["model.oat.cost_scale=100.00001", *FORMER_DEFAULT])}
 
 
 def _relative_errors(params, ref_params):
