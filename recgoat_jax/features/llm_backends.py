@@ -289,22 +289,21 @@ def generate_answers(requests: Sequence[ProfileRequest], backend: Backend,
 
         futures = {pool.submit(send, r): r for r in pending}
 
-        def record(future) -> bool:
-            """Write the future's answer, or note its failure; True if it was answered."""
+        def record(future) -> None:
+            """Write the future's answer, or note its failure."""
             request = futures[future]
             if future.cancelled() or isinstance(future.exception(), _NotSent):
                 failed[request.user] = (f"not sent: stopped after {max_consecutive_failures} "
                                         "failed requests in a row")
-                return False
+                return
             try:
                 text = future.result()
             except Exception as e:  # one user's failure must not lose the others' answers
                 failed[request.user] = f"{type(e).__name__}: {e}"
-                return False
+                return
             done[request.user] = _answer_record(request, text)
             out.write(done[request.user])
             answered.append(request.user)
-            return True
 
         recorded = set()
         try:

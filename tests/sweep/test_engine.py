@@ -36,7 +36,8 @@ def assert_member_equals_solo(member_dir, member_result, cfg, tiny, solo_dir, rt
                                                              .items())])
               for d in (member_dir, solo_dir)], rtol=params_rtol, atol=params_rtol)
     # the member's folder holds what a solo run's does
-    assert sorted(p.name for p in member_dir.iterdir()) == sorted(p.name for p in solo_dir.iterdir())
+    assert (sorted(p.name for p in member_dir.iterdir())
+            == sorted(p.name for p in solo_dir.iterdir()))
     assert set(json.loads((member_dir / "result.json").read_text())) >= set(solo) - {"best_params"}
     assert C.load(member_dir / "config.toml") == cfg
     return solo
