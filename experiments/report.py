@@ -74,6 +74,11 @@ def outcome(report: dict) -> str:
     tuned = tuned_variants(report)
     if not tuned:
         return "No RecGOAT variant has finished its tuning here yet."
+    done = {name for _, name in tuned}
+    untuned = [n for n in RECGOAT_VARIANTS if n in models and n not in done]
+    if untuned:  # the choice on valid is only made once every compared variant is tuned
+        return ("No RecGOAT variant is chosen on valid yet: tuning not finished for "
+                f"{', '.join(f'`{n}`' for n in untuned)}.")
     _, best = max(tuned)
     diff = (models[best].get("final") or {}).get("vs_lightgcn", {}).get("recall@20")
     if (not models[best].get("final_finished") or not diff or diff["n"] < 2

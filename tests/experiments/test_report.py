@@ -86,6 +86,11 @@ def test_outcome_when_nothing_is_finished(report):
     one_split = _report_with(0.002, math.nan, math.nan, n=1)
     one_split["models"]["recgoat"]["final_finished"] = False
     assert "not finished" in report.outcome(one_split)
+    # a variant still tuning: no choice on valid yet, even if another one's final is in
+    tuning = _report_with(0.01, -0.01, 0.03)
+    tuning["models"]["recgoat-paper"] = {}
+    sentence = report.outcome(tuning)
+    assert "No RecGOAT variant is chosen" in sentence and "`recgoat-paper`" in sentence
 
 
 def test_bad_block_is_one_line_error(report, tmp_path):
