@@ -74,8 +74,8 @@ def outcome(report: dict) -> str:
     tuned = tuned_variants(report)
     if not tuned:
         return "No RecGOAT variant has finished its tuning here yet."
-    done = {name for _, name in tuned}
-    untuned = [n for n in RECGOAT_VARIANTS if n in models and n not in done]
+    untuned = [n for n in RECGOAT_VARIANTS
+               if n in models and models[n].get("tune_valid") is None]
     if untuned:  # the choice on valid is only made once every compared variant is tuned
         return ("No RecGOAT variant is chosen on valid yet: tuning not finished for "
                 f"{', '.join(f'`{n}`' for n in untuned)}.")
