@@ -176,6 +176,27 @@ def _best_time(fn, reps: int = 7) -> float:
     return min(times)
 
 
+def _bandwidths(big: int) -> dict[str, float]:
+    """Memory bandwidth (bytes/s) of three streaming kernels over `big` float32 values; the
+    arrays are freed when this returns."""
+    import jax
+    import jax.numpy as jnp
+
+    src = np.ones(big, np.float32)
+    dst = np.empty_like(src)
+    t = _best_time(lambda: np.copyto(dst, src), reps=5)
+    bandwidth = {"numpy_copy": 2 * big * F32 / t}
+    u = jnp.ones(big, jnp.float32)
+    w = jnp.full(big, 2.0, jnp.float32)
+    triad = jax.jit(lambda p, q: p + 3.0 * q)
+    t = _best_time(lambda: triad(u, w).block_until_ready(), reps=5)
+    bandwidth["jax_triad"] = 3 * big * F32 / t
+    total = jax.jit(jnp.sum)
+    t = _best_time(lambda: total(u).block_until_ready(), reps=5)
+    bandwidth["jax_sum"] = big * F32 / t
+    return bandwidth
+
+
 def measure_rates(quick: bool = False) -> dict:
     """This machine's rates (best of several runs: a floor assumes the best the machine did).
     quick: smaller problems, for checking the script only (the rates are then not
@@ -199,20 +220,7 @@ def measure_rates(quick: bool = False) -> dict:
     ex = jax.jit(lambda v: jnp.sum(jnp.exp(v)))
     t = _best_time(lambda: ex(x).block_until_ready(), reps=20)
     out["exps_per_s"] = x.size / t
-    big = 1 << (20 if quick else 26)  # 256 MiB of float32
-    src = np.ones(big, np.float32)
-    dst = np.empty_like(src)
-    t = _best_time(lambda: np.copyto(dst, src), reps=5)
-    bandwidth = {"numpy_copy": 2 * big * F32 / t}
-    u = jnp.ones(big, jnp.float32)
-    w = jnp.full(big, 2.0, jnp.float32)
-    triad = jax.jit(lambda p, q: p + 3.0 * q)
-    t = _best_time(lambda: triad(u, w).block_until_ready(), reps=5)
-    bandwidth["jax_triad"] = 3 * big * F32 / t
-    total = jax.jit(jnp.sum)
-    t = _best_time(lambda: total(u).block_until_ready(), reps=5)
-    bandwidth["jax_sum"] = big * F32 / t
-    del src, dst, u, w
+    bandwidth = _bandwidths(big=1 << (20 if quick else 26))  # 2**26: 256 MiB of float32
     out["bandwidth_detail_bytes_per_s"] = bandwidth
     out["bandwidth_bytes_per_s"] = max(bandwidth.values())
     # the graph primitive: gather random rows, weight them, sum them into sorted segments
