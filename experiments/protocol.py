@@ -41,8 +41,11 @@ committed without its large files (parameters, checkpoints, logs: see .gitignore
 checkout continues the protocol where the last one stopped and every reported number keeps
 its run's result.json and config.toml beside it. A sweep with its sweep.json is loaded, never
 retrained; an interrupted one continues with the engine's resume (finished groups kept, the
-others from their newest checkpoint, ``train.checkpoint_every`` = `--checkpoint-every`). A
-folder holding a sweep of other members (e.g. another --budget) is refused, not overwritten.
+others from their newest checkpoint, ``train.checkpoint_every`` = `--checkpoint-every`).
+Checkpoints are not committed, so on a fresh checkout only finished groups count: with
+`--max-group` N a sweep trains N members at a time (N = 2 keeps a RecGOAT tuning chunk within
+about an hour here), and every finished chunk is kept. A folder holding a sweep of other
+members (e.g. another --budget) is refused, not overwritten.
 Every model of `MODELS` is in the report: the ones outside ``--models`` are read from disk.
 
 ML-100K: `--data-path` is the folder `experiments/movielens/run.py --prepare-only` writes
@@ -154,6 +157,7 @@ class Context:
     data_path: Path | None
     raise_cap: bool
     checkpoint_every: int
+    max_group: int
     devices: int
     smoke: bool
     report_only: bool
@@ -190,6 +194,9 @@ def parse_args(argv: list[str] | None) -> Context:
                         "group's member count must be a multiple; 1 always fits)")
     p.add_argument("--checkpoint-every", type=int, default=10,
                    help="epochs between group checkpoints (resume point); 0 = none")
+    p.add_argument("--max-group", type=int, default=0, metavar="N",
+                   help="train at most N members of a sweep at once (chunks one after the "
+                        "other, each kept when finished); 0 (default): a whole group at once")
     p.add_argument("--smoke", action="store_true", help="tiny preset, budget 2, 1 split, "
                                                         "1 seed, 4 epochs (for the test)")
     p.add_argument("--report-only", action="store_true",
@@ -213,6 +220,8 @@ def _context(args, argv: list[str]) -> Context:
         raise ProtocolError(f"--devices {args.devices}: expected >= 1")
     if args.checkpoint_every < 0:
         raise ProtocolError(f"--checkpoint-every {args.checkpoint_every}: expected >= 0")
+    if args.max_group < 0:
+        raise ProtocolError(f"--max-group {args.max_group}: expected >= 0 (0: no limit)")
     data_path = None
     if args.setting == "ml100k":
         if args.smoke:
@@ -237,6 +246,7 @@ def _context(args, argv: list[str]) -> Context:
         train_seeds=list(range(seeds)), epochs=epochs, models=models, runs_dir=runs,
         data_dir=data_dir, results_dir=results, data_path=data_path, raise_cap=args.raise_cap,
         checkpoint_every=0 if args.smoke else args.checkpoint_every, devices=args.devices,
+        max_group=args.max_group,
         smoke=args.smoke,
         report_only=args.report_only, progress=not args.quiet,
         command=shlex.join(["python", "experiments/protocol.py", *argv]))
@@ -334,7 +344,7 @@ def run_or_load(ctx: Context, members: list[Member], out: Path, train: bool) -> 
         return None
     print(f"protocol: training {out} ({len(members)} runs)", file=sys.stderr)
     summary = sweep_run.run_sweep(members, out, progress=ctx.progress, command=ctx.command,
-                                  resume=plan_file.exists())
+                                  resume=plan_file.exists(), max_group=ctx.max_group)
     ctx.trained += 1
     return summary
 
@@ -523,19 +533,25 @@ def write_report(ctx: Context, infos: dict[str, dict]) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
+def model_info(ctx: Context, model: Model, train: bool) -> dict:
+    """Both stages of one model: its tuning and, once a configuration is chosen, its final."""
+    info = tune(ctx, model, train)
+    if info["chosen"] is not None:
+        info.update(final(ctx, model, info["chosen"], train,
+                          winner_hit_cap=info.get("tune_winner_hit_cap", False)))
+    return info
+
+
 def run_protocol(ctx: Context) -> dict:
     """Both stages for every model (training only those in --models), the report rewritten
-    after each; returns the report."""
-    infos: dict[str, dict] = {}
-    for model in MODELS:
-        train = model.name in ctx.models and not ctx.report_only
-        info = tune(ctx, model, train)
-        if info["chosen"] is not None:
-            info.update(final(ctx, model, info["chosen"], train,
-                              winner_hit_cap=info.get("tune_winner_hit_cap", False)))
-        infos[model.name] = info
-        if train:
-            write_report(ctx, infos)
+    after each; returns the report. Every rewrite shows each model as far as the runs folder
+    holds it, so a page written before an interruption is as complete as --report-only's."""
+    infos = {model.name: model_info(ctx, model, train=False) for model in MODELS}
+    if not ctx.report_only:
+        for model in MODELS:
+            if model.name in ctx.models:
+                infos[model.name] = model_info(ctx, model, train=True)
+                write_report(ctx, infos)
     return write_report(ctx, infos)
 
 

@@ -28,6 +28,10 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep in --out (the same command; groups "
                         "continue from their newest checkpoint: train.checkpoint_every)")
+    p.add_argument("--max-group", type=int, default=0, metavar="N",
+                   help="train at most N members at once: a larger group is cut into chunks "
+                        "trained one after the other (less memory; an interrupted sweep keeps "
+                        "every finished chunk). 0 (default): no limit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -41,6 +45,8 @@ def run(args) -> int:
     if args.resume and args.overwrite:
         raise CliError("--resume continues the sweep in --out and --overwrite replaces it: "
                        "choose one")
+    if args.max_group < 0:
+        raise CliError(f"--max-group {args.max_group}: expected >= 0 (0: no limit)")
     if (out / "sweep.json").exists() and not (args.overwrite or args.resume):
         raise CliError(f"--out {args.out} holds a finished sweep (sweep.json): pass --overwrite "
                        "to replace it, or choose another --out")
@@ -51,7 +57,8 @@ def run(args) -> int:
                          args.seeds, args.data_seeds)
         summary = run_sweep(members, out, progress=not args.quiet,
                             command=shlex.join(["recgoat-jax", *sys.argv[1:]]),
-                            resume=args.resume, overwrite=args.overwrite)
+                            resume=args.resume, overwrite=args.overwrite,
+                            max_group=args.max_group)
     except SweepError as e:
         raise CliError(str(e)) from None
     winner = summary["winner"]

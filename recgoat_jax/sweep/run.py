@@ -20,14 +20,15 @@ from recgoat_jax.train import distributed, parallel
 from recgoat_jax.train.preflight import check_run
 
 
-def prepare(members: list[Member]) -> list[tuple[list[Member], object, object]]:
-    """(members, dataset, model) per group, every group checked (config against data, member
-    count against devices, per-member keys against the model): raises before any file is
-    written."""
+def prepare(members: list[Member], max_group: int = 0
+            ) -> list[tuple[list[Member], object, object]]:
+    """(members, dataset, model) per group (`groups`: at most `max_group` members when > 0),
+    every group checked (config against data, member count against devices, per-member keys
+    against the model): raises before any file is written."""
     distributed.initialize(members[0].cfg.distributed)  # before any jax computation
     datasets: dict = {}
     planned = []
-    for group in groups(members):
+    for group in groups(members, max_group):
         base = resolve_data(group[0].cfg)
         key = repr(base.data)
         if key not in datasets:
@@ -71,14 +72,16 @@ def same_plan(stored: dict, wanted: dict) -> bool:
 
 
 def run_sweep(members: list[Member], out: Path, progress: bool = True, command: str = "",
-              resume: bool = False, overwrite: bool = False) -> dict:
+              resume: bool = False, overwrite: bool = False, max_group: int = 0) -> dict:
     """Train `members` into `out/<member.name>/`; returns sweep.json's content.
 
-    Groups are trained one after the other; with ``train.checkpoint_every > 0`` each saves
-    checkpoints under `out/checkpoints/<first member>/`, and `resume` continues an interrupted
-    sweep: finished groups are kept, the others continue from their newest checkpoint.
+    Groups (at most `max_group` members each when > 0) are trained one after the other; with
+    ``train.checkpoint_every > 0`` each saves checkpoints under
+    `out/checkpoints/<first member>/`, and `resume` continues an interrupted sweep: finished
+    groups are kept, the others continue from their newest checkpoint (a resume must use the
+    same `max_group`: a checkpoint holds its group's members).
     """
-    planned = prepare(members)
+    planned = prepare(members, max_group)
     plan_file = out / "sweep_plan.json"
     wanted = plan(members)
     if resume:

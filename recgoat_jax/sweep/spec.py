@@ -132,12 +132,16 @@ def group_key(cfg: RunConfig) -> tuple:
                         if k not in PER_MEMBER_KEYS or k == "loss.ot_weight"))
 
 
-def groups(members: list[Member]) -> list[list[Member]]:
-    """Members grouped by `group_key`, in order of first appearance."""
+def groups(members: list[Member], max_size: int = 0) -> list[list[Member]]:
+    """Members grouped by `group_key`, in order of first appearance; with `max_size` > 0 a
+    larger group is cut into consecutive chunks of at most `max_size` members (trained one
+    after the other: less memory, and an interruption loses at most one chunk's work)."""
     out: dict[tuple, list[Member]] = {}
     for m in members:
         out.setdefault(group_key(m.cfg), []).append(m)
-    return list(out.values())
+    if max_size <= 0:
+        return list(out.values())
+    return [g[i:i + max_size] for g in out.values() for i in range(0, len(g), max_size)]
 
 
 def varying_keys(cfgs: list[RunConfig]) -> dict[str, list]:

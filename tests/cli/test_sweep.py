@@ -49,6 +49,9 @@ def test_a_grid_times_seeds_sweep(run_cli, tmp_path):
     (["--random", "model.dim=8:64"], ["--random", "model.dim", "not a float"]),
     (["--random", "train.lr=1e-2:1e-3:log", "--samples", "2"], ["LOW < HIGH"]),
     (["--seeds", "0", "1", "2", "--set", "train.n_devices=2"], ["3 members", "2 devices"]),
+    (["--max-group", "-1"], ["--max-group -1", ">= 0"]),
+    (["--seeds", "0", "1", "--max-group", "1", "--set", "train.n_devices=2"],
+     ["a group of 1 members", "2 devices"]),
 ])
 def test_bad_sweeps_stop_with_one_line_and_write_nothing(run_cli, tmp_path, args, words):
     out = tmp_path / "sw"
@@ -60,3 +63,27 @@ def test_bad_sweeps_stop_with_one_line_and_write_nothing(run_cli, tmp_path, args
     for w in words:
         assert w in err, (w, err)
     assert not out.exists()
+
+
+def test_max_group_trains_chunks_and_a_resume_keeps_the_finished_ones(run_cli, tmp_path):
+    out = tmp_path / "sw"
+    args = ["sweep", *QUICK, "--grid", "train.lr=1e-3,1e-2", "--seeds", "0", "1",
+            "--max-group", "2", "--out", out]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["groups"] == [["c00_seed0", "c00_seed1"], ["c01_seed0", "c01_seed1"]]
+    assert {json.loads((out / m / "result.json").read_text())["sweep_group_size"]
+            for m in ("c00_seed0", "c01_seed1")} == {2}
+    # interrupted inside the second chunk (no checkpoint): the first chunk is not retrained
+    (out / "sweep.json").unlink()
+    (out / "c01_seed1" / "result.json").unlink()
+    first = {m: (out / m / "result.json").stat().st_mtime_ns for m in ("c00_seed0", "c00_seed1")}
+    before = json.loads((out / "c01_seed0" / "result.json").read_text())
+    code, _, err = run_cli(*args, "--resume")
+    assert code == 0, err
+    assert {m: (out / m / "result.json").stat().st_mtime_ns for m in first} == first
+    after = json.loads((out / "c01_seed0" / "result.json").read_text())
+    assert after["valid"]["recall@20"] == pytest.approx(before["valid"]["recall@20"], abs=1e-5)
+    assert (out / "c01_seed1" / "result.json").exists()
+    assert json.loads((out / "sweep.json").read_text())["winner"] == summary["winner"]

@@ -106,6 +106,29 @@ def test_a_missing_final_sweep_marks_the_table_partial(protocol, smoke, tmp_path
     assert "lightgcn" in report["missing"] and "lightgcn" in report["partial"]
 
 
+def test_a_page_written_while_training_shows_the_later_models_from_disk(protocol, smoke,
+                                                                        tmp_path, monkeypatch):
+    # mf's final is retrained; the page written right after it must still show lightgcn
+    # (later in MODELS, finished on disk), as an interruption would leave it
+    argv, runs, report, _ = smoke
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    shutil.rmtree(copy / "final" / "mf")
+    args = [*argv, "--max-group", "1"]
+    args[args.index("--models") + 1] = "mf"
+    args[args.index("--runs-dir") + 1] = str(copy)
+    args[args.index("--results-dir") + 1] = str(tmp_path / "results")
+    pages = []
+    write = protocol.write_report
+    monkeypatch.setattr(protocol, "write_report",
+                        lambda ctx, infos: pages.append(write(ctx, infos)) or pages[-1])
+    assert protocol.main(args) == 0
+    first = pages[0]["models"]
+    assert first["mf"]["final"]["n_runs"] == 1
+    assert first["lightgcn"]["chosen"] == report["models"]["lightgcn"]["chosen"] != []
+    assert first["lightgcn"]["final"]["test"] == report["models"]["lightgcn"]["final"]["test"]
+
+
 def test_a_runs_folder_of_another_search_is_refused(protocol, smoke):
     argv = [*smoke[0], "--sample-seed", "7"]
     with pytest.raises(SystemExit, match="holds a sweep of other members"):
@@ -159,6 +182,7 @@ def test_a_winner_tuned_at_the_cap_starts_its_final_at_twice_the_cap(protocol, m
     (["--setting", "ml100k", "--data-path", "/nonexistent/ml-100k"], "--data-path"),
     (["--setting", "longtail", "--models", "lightgcn,bpr"], "--models bpr"),
     (["--setting", "longtail", "--budget", "0"], "--budget 0"),
+    (["--setting", "longtail", "--max-group", "-2"], "--max-group -2"),
     (["--setting", "longtail", "--data-path", "/tmp"], "--data-path"),
 ])
 def test_bad_input_is_one_line_naming_the_flag(protocol, argv, flag):
