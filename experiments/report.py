@@ -104,7 +104,7 @@ def protocol_block(setting: str) -> str:
     file = ROOT / PROTOCOL_DIR / f"{setting}.json"
     if not file.exists():
         return (f"Not run yet: `python experiments/protocol.py --setting {setting} "
-                "--raise-cap`.\n")
+                "--raise-cap --max-group 2`.\n")
     report = json.loads(file.read_text())
     head = (f"**Partial** ({report['partial']}): " if report["partial"] else "")
     lines = [f"{head}[{page}]({page}), git commit `{report['git_commit'][:12]}`, "
