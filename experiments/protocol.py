@@ -78,6 +78,7 @@ from recgoat_jax.data.dataset import DataError  # noqa: E402
 from recgoat_jax.data.load import resolve_data  # noqa: E402
 from recgoat_jax.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 from recgoat_jax.sweep import run as sweep_run  # noqa: E402
+from recgoat_jax.train.checkpoint import CheckpointError  # noqa: E402
 from recgoat_jax.sweep.spec import (Member, SweepError, configurations, expand,  # noqa: E402
                                     parse_random)
 
@@ -559,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = parse_args(argv)
         report = run_protocol(ctx)
-    except (ProtocolError, SweepError, ConfigError, DataError, OSError) as e:
+    except (ProtocolError, SweepError, ConfigError, DataError, CheckpointError,
+            OSError) as e:  # CheckpointError: e.g. a resume with another --max-group
         raise SystemExit(f"protocol.py: error: {e}") from None
     print(f"protocol: {ctx.trained} sweep(s) trained by this invocation; "
           f"{'PARTIAL: ' + report['partial'] if report['partial'] else 'complete'}; "
