@@ -103,7 +103,13 @@ def test_default_transport_stays_closer_than_one_float32_ulp_of_its_cost(tiny, t
     assert (np.max(np.abs(np.subtract(losses, ref_losses)))
             <= np.max(np.abs(np.subtract(ulp_losses, ref_losses))))
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
-    assert result["test"] == pytest.approx(ref_result["test"], abs=1e-3)
+    # Test metrics are means over users of top-k ranks of these drifting scores: a near-tie
+    # flips with the host's float rounding (XLA's CPU code follows the CPU it runs on; on one
+    # host recall@20 moved by exactly one user, 0.6833 vs 0.6667, while the parameters were
+    # closer than the ulp run's). Allowed: three users' worth (a user's metric is in [0, 1]),
+    # which still fails a real sharding bug: a device's block is 15 of the 60 users.
+    one_user = 1.0 / len(np.unique(tiny.test[:, 0]))
+    assert result["test"] == pytest.approx(ref_result["test"], abs=3 * one_user)
 
 
 def test_each_device_holds_its_block_of_tables_moments_and_graph(tiny):
