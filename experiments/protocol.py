@@ -25,10 +25,11 @@ no-user-side winner on ML-100K, and the rows keep training what they trained bef
    A run whose ``epochs_run`` reached ``train.epochs`` did not stop early and is counted
    "at cap" (a run stopping exactly at the cap counts too). With `--raise-cap`, a model
    with any run at the cap has its whole final sweep rerun with twice the cap (a new folder
-   ``final/<model>_cap<E>``), up to `MAX_RAISES` times; its row then reports the last one
-   (later invocations, with or without the flag, keep using the raised folders). When the
-   chosen configuration's own tuning run reached the cap, --raise-cap starts its final at
-   twice the cap (unless a final at the base cap was already started).
+   ``final/<model>_cap<E>``), up to `MAX_RAISES` times, as soon as the group holding that
+   run finishes (the sweep's remaining groups at the old cap are skipped); its row then
+   reports the last one (later invocations, with or without the flag, keep using the raised
+   folders). When the chosen configuration's own tuning run reached the cap, --raise-cap
+   starts its final at twice the cap (unless a final at the base cap was already started).
 3. Report: ``<results-dir>/<setting>.{json,md}`` (default experiments/results/protocol):
    test Recall / NDCG @ 10 / 20 mean ± std per model, the paired difference to LightGCN per
    split with a 95% t interval (`protocol_report`), cap hits, wall and epoch times, the
@@ -327,9 +328,11 @@ def build_members(ctx: Context, model: Model, configs: list[tuple[str, ...]],
 
 # ----------------------------------------------------------------------------- sweeps
 
-def run_or_load(ctx: Context, members: list[Member], out: Path, train: bool) -> dict | None:
+def run_or_load(ctx: Context, members: list[Member], out: Path, train: bool,
+                stop=None) -> dict | None:
     """sweep.json of `out`: loaded when finished, else trained (resumed when it was started)
-    if `train`; None when unfinished and not trained. Refuses a folder of other members."""
+    if `train`; None when unfinished and not trained, or ended early by `stop` (see
+    `sweep_run.run_sweep`). Refuses a folder of other members."""
     plan_file = out / "sweep_plan.json"
     if plan_file.exists():
         wanted = json.loads(json.dumps(sweep_run.plan(members)))
@@ -345,7 +348,8 @@ def run_or_load(ctx: Context, members: list[Member], out: Path, train: bool) -> 
         return None
     print(f"protocol: training {out} ({len(members)} runs)", file=sys.stderr)
     summary = sweep_run.run_sweep(members, out, progress=ctx.progress, command=ctx.command,
-                                  resume=plan_file.exists(), max_group=ctx.max_group)
+                                  resume=plan_file.exists(), max_group=ctx.max_group,
+                                  stop=stop)
     ctx.trained += 1
     return summary
 
@@ -432,6 +436,13 @@ def tune(ctx: Context, model: Model, train: bool) -> dict:
     return info
 
 
+def at_cap_stop(cap: int):
+    """A sweep's `stop`: True once a finished run (not diverged) reached `cap` epochs."""
+    def stop(results: list[dict]) -> bool:
+        return any(r["epochs_run"] >= cap and not r.get("diverged") for r in results)
+    return stop
+
+
 def final(ctx: Context, model: Model, chosen: list[str], train: bool,
           winner_hit_cap: bool = False) -> dict:
     """Stage 2: the chosen configuration on the final splits, the cap doubled while runs hit
@@ -454,14 +465,17 @@ def final(ctx: Context, model: Model, chosen: list[str], train: bool,
         members = build_members(ctx, model, [tuple(chosen)], ctx.split_seeds, seeds, cap,
                                 train)
         out = folder(raises, cap)
-        summary = run_or_load(ctx, members, out, train)
+        # a run at the cap condemns the whole sweep to a rerun: skip its remaining groups
+        stop = (at_cap_stop(cap) if model.trainable and ctx.raise_cap and raises < MAX_RAISES
+                else None)
+        summary = run_or_load(ctx, members, out, train, stop=stop)
         runs = run_records(members, out, cap if model.trainable else None)
         info = {"runs": runs, "cap": cap if model.trainable else None, "final_sweep": str(out),
                 "final_finished": summary is not None,
                 "final_wall_seconds": sweep_wall(out, summary),
                 "resolved_config": config_lib.to_dict(resolve_data(members[0].cfg))}
-        at_cap = any(r["hit_cap"] for r in runs)
-        if summary is None or not at_cap or raises == MAX_RAISES:
+        at_cap = any(r["hit_cap"] for r in runs)  # of the finished groups, when unfinished
+        if not at_cap or raises == MAX_RAISES:
             return info
         cap *= 2
         # without --raise-cap, a raised sweep that an earlier --raise-cap started is still used
@@ -519,9 +533,13 @@ def _relative(path: Path) -> str:
 
 
 def total_wall(runs_dir: Path) -> float:
-    """Seconds trained by every finished sweep under `runs_dir` (replaced cap runs too)."""
-    return sum(sweep_wall(f.parent, json.loads(f.read_text()))
-               for f in sorted(runs_dir.glob("*/*/sweep.json")))
+    """Seconds trained by every finished group under `runs_dir`, in finished and unfinished
+    sweeps (replaced cap runs too): each member's result.json holds its group's wall time."""
+    total = 0.0
+    for f in sorted(runs_dir.glob("*/*/*/result.json")):
+        r = json.loads(f.read_text())
+        total += r["wall_seconds"] / r.get("sweep_group_size", 1)
+    return total
 
 
 def write_report(ctx: Context, infos: dict[str, dict]) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -72,7 +73,8 @@ def same_plan(stored: dict, wanted: dict) -> bool:
 
 
 def run_sweep(members: list[Member], out: Path, progress: bool = True, command: str = "",
-              resume: bool = False, overwrite: bool = False, max_group: int = 0) -> dict:
+              resume: bool = False, overwrite: bool = False, max_group: int = 0,
+              stop: Callable[[list[dict]], bool] | None = None) -> dict | None:
     """Train `members` into `out/<member.name>/`; returns sweep.json's content.
 
     Groups (at most `max_group` members each when > 0) are trained one after the other; with
@@ -80,6 +82,10 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
     `out/checkpoints/<first member>/`, and `resume` continues an interrupted sweep: finished
     groups are kept, the others continue from their newest checkpoint (a resume must use the
     same `max_group`: a checkpoint holds its group's members).
+
+    `stop`, if given, sees the results (result.json contents) of every group finished so far
+    after each group; when it returns True the sweep ends unfinished: None, no sweep.json (a
+    later `resume` without `stop` completes it).
     """
     planned = prepare(members, max_group)
     plan_file = out / "sweep_plan.json"
@@ -108,6 +114,8 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
         finished = _finished_results(out, group) if resume else None
         if finished:
             results.update(finished)
+            if stop is not None and index < len(planned) and stop(list(results.values())):
+                return None
             continue
         cfgs = [resolve_data(m.cfg) for m in group]
         trainer = GroupTrainer(cfgs, dataset, model=model)
@@ -130,6 +138,8 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
                                     resume=resume)
         bar.close()
         results.update({m.name: r for m, r in zip(group, group_results)})
+        if stop is not None and index < len(planned) and stop(list(results.values())):
+            return None
     metric = config_lib.selection_metric(members[0].cfg)
     summary = report.summarise(members, [results[m.name] for m in members], metric)
     summary["command"] = command

@@ -135,20 +135,22 @@ def test_a_runs_folder_of_another_search_is_refused(protocol, smoke):
         protocol.main(argv)
 
 
-def _cap_trace(protocol, monkeypatch, tmp_path, caps_hit, winner_hit_cap, started=()):
-    """The final-sweep folders `protocol.final` visits for mf with --raise-cap, when runs at
-    a cap in `caps_hit` reach it (training replaced by stubs; `started`: folders that already
-    hold a sweep plan)."""
-    ctx = protocol.parse_args(["--setting", "small_informative", "--smoke", "--raise-cap",
-                               "--quiet", "--runs-dir", str(tmp_path)])
+def _cap_trace(protocol, monkeypatch, tmp_path, caps_hit, winner_hit_cap, started=(),
+               stopped=(), raise_cap=True):
+    """The final-sweep folders `protocol.final` visits for mf (with --raise-cap unless
+    `raise_cap` is False), when runs at a cap in `caps_hit` reach it (training replaced by
+    stubs; `started`: folders that already hold a sweep plan; `stopped`: folders whose sweep
+    ends unfinished, as when its `stop` fires after a group)."""
+    ctx = protocol.parse_args(["--setting", "small_informative", "--smoke", "--quiet",
+                               "--runs-dir", str(tmp_path)] + ["--raise-cap"] * raise_cap)
     for name in started:
         (tmp_path / "final" / name).mkdir(parents=True)
         (tmp_path / "final" / name / "sweep_plan.json").write_text("{}")
     visited = []
 
-    def run_or_load(ctx, members, out, train):
+    def run_or_load(ctx, members, out, train, stop=None):
         visited.append(out.name)
-        return {"groups": [[m.name] for m in members]}
+        return None if out.name in stopped else {"groups": [[m.name] for m in members]}
 
     def run_records(members, out, cap):
         return [{"name": m.name, "hit_cap": cap in caps_hit} for m in members]
@@ -175,6 +177,44 @@ def test_a_winner_tuned_at_the_cap_starts_its_final_at_twice_the_cap(protocol, m
     visited, cap = _cap_trace(protocol, monkeypatch, tmp_path / "b", {4}, winner_hit_cap=True,
                               started=["mf"])
     assert visited == ["mf", "mf_cap8"] and cap == 8
+
+
+def test_a_run_at_the_cap_skips_the_rest_of_its_sweep_to_twice_the_cap(protocol,
+                                                                      monkeypatch, tmp_path):
+    # the sweep at cap 4 ended unfinished (its stop fired) with a finished run at the cap
+    visited, cap = _cap_trace(protocol, monkeypatch, tmp_path, {4}, winner_hit_cap=False,
+                              stopped={"mf"})
+    assert visited == ["mf", "mf_cap8"] and cap == 8
+    # unfinished with no run at the cap (interrupted): it stays the reported sweep
+    visited, cap = _cap_trace(protocol, monkeypatch, tmp_path / "b", set(),
+                              winner_hit_cap=False, stopped={"mf"})
+    assert visited == ["mf"] and cap == 4
+    # without --raise-cap an unfinished sweep at the cap is reported as it is
+    visited, cap = _cap_trace(protocol, monkeypatch, tmp_path / "c", {4},
+                              winner_hit_cap=False, stopped={"mf"}, raise_cap=False)
+    assert visited == ["mf"] and cap == 4
+
+
+def test_the_final_sweeps_stop_fires_on_a_run_at_the_cap_only(protocol, monkeypatch,
+                                                              tmp_path):
+    ctx = protocol.parse_args(["--setting", "small_informative", "--smoke", "--raise-cap",
+                               "--quiet", "--runs-dir", str(tmp_path)])
+    stops = {}
+
+    def run_or_load(ctx, members, out, train, stop=None):
+        stops[out.name] = stop
+        return None
+
+    monkeypatch.setattr(protocol, "run_or_load", run_or_load)
+    model = next(m for m in protocol.MODELS if m.name == "mf")
+    protocol.final(ctx, model, ["train.lr=0.01"], train=True)
+    stop = stops["mf"]  # smoke cap: 4 epochs
+    assert not stop([{"epochs_run": 3, "diverged": None}])
+    assert stop([{"epochs_run": 3, "diverged": None}, {"epochs_run": 4, "diverged": None}])
+    assert not stop([{"epochs_run": 4, "diverged": "nan loss at epoch 4"}])
+    ctx.raise_cap = False
+    protocol.final(ctx, model, ["train.lr=0.01"], train=True)
+    assert stops["mf"] is None
 
 
 @pytest.mark.parametrize("argv, flag", [

@@ -86,3 +86,36 @@ def test_a_plan_written_before_a_config_key_existed_still_matches():
     assert not same_plan(stored, changed)
     stored["members"][0]["config"]["train"]["lr"] = 5e-3  # a real difference
     assert not same_plan(stored, wanted)
+
+
+def test_stop_ends_a_sweep_after_a_group_and_a_resume_completes_it(tmp_path):
+    from recgoat_jax.sweep import run as sweep_run
+    from recgoat_jax.sweep.spec import expand
+
+    overrides = ['data.preset="tiny"', "train.epochs=4", "eval.every=2", "train.n_devices=1",
+                 "train.batch_size=128"]
+    members = expand("lightgcn", overrides, [("train.lr=1e-3",), ("train.lr=1e-2",)], [0],
+                     None)
+    out = tmp_path / "sw"
+    seen = []
+
+    def stop(results):
+        seen.append(sorted(r["epochs_run"] for r in results))
+        return True
+
+    assert sweep_run.run_sweep(members, out, progress=False, max_group=1, stop=stop) is None
+    assert seen == [[4]]  # asked once, after the first group, with its result
+    assert (out / "c00_seed0" / "result.json").exists()
+    assert not (out / "c01_seed0").exists() and not (out / "sweep.json").exists()
+    first = (out / "c00_seed0" / "result.json").stat().st_mtime_ns
+    # a resume that stops again ends at once; one without `stop` trains the rest only
+    assert sweep_run.run_sweep(members, out, progress=False, max_group=1, resume=True,
+                               stop=stop) is None
+    assert not (out / "c01_seed0").exists()
+    summary = sweep_run.run_sweep(members, out, progress=False, max_group=1, resume=True)
+    assert summary["groups"] == [["c00_seed0"], ["c01_seed0"]]
+    assert (out / "c00_seed0" / "result.json").stat().st_mtime_ns == first
+    # a stop that never fires changes nothing
+    again = sweep_run.run_sweep(members, tmp_path / "b", progress=False, max_group=1,
+                                stop=lambda results: False)
+    assert again["winner"] == summary["winner"]
