@@ -121,7 +121,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {' '.join([m['config'], *m['overrides']])} | "
                      f"{m['tune_configurations']} | {chosen}"
                      f"{f' ({valid:.4f})' if valid is not None else ''} | {m.get('cap') or '-'} |")
-    lines += ["", f"Total compute (every sweep under the runs folder): "
+    lines += ["", f"Total compute (every finished sweep group under the runs folder): "
                   f"{report['total_wall_seconds'] / 3600:.2f} h.", "",
               f"Command: `{report['command']}`  ", f"Git commit: {report['git_commit']}  ",
               f"Date: {report['date']}  ", f"Runs: `{report['runs_dir']}` (resolved configs in "
