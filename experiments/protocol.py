@@ -346,12 +346,25 @@ def run_or_load(ctx: Context, members: list[Member], out: Path, train: bool,
         return json.loads((out / "sweep.json").read_text())
     if not train:
         return None
+    if stop is not None and stops_before_training(members, out, stop):
+        print(f"protocol: {out} left unfinished: a finished run reached its cap", file=sys.stderr)
+        return None
     print(f"protocol: training {out} ({len(members)} runs)", file=sys.stderr)
     summary = sweep_run.run_sweep(members, out, progress=ctx.progress, command=ctx.command,
                                   resume=plan_file.exists(), max_group=ctx.max_group,
                                   stop=stop)
     ctx.trained += 1
     return summary
+
+
+def stops_before_training(members: list[Member], out: Path, stop) -> bool:
+    """True when `stop` already fires on the runs `out` finished (a group writes its members'
+    result.json together, and groups train in order, so these are the first groups): the
+    resumed sweep would end before training anything (`sweep_run.run_sweep` checks `stop`
+    after each group but the last, hence the unfinished-members condition)."""
+    done = [json.loads(f.read_text()) for m in members
+            if (f := out / m.name / "result.json").exists()]
+    return bool(done) and len(done) < len(members) and stop(done)
 
 
 def run_solo(ctx: Context, members: list[Member], out: Path, train: bool) -> dict | None:
@@ -386,21 +399,26 @@ def run_records(members: list[Member], out: Path, cap: int | None) -> list[dict]
             "name": m.name, "data_seed": m.cfg.data.seed, "train_seed": m.cfg.train.seed,
             "settings": list(m.settings), "best_epoch": r["best_epoch"],
             "epochs_run": r["epochs_run"], "cap": cap,
-            "hit_cap": cap is not None and r["epochs_run"] >= cap and not r.get("diverged"),
+            "hit_cap": reached_cap(r, cap),
             "diverged": r.get("diverged"),
             "valid": r["valid"], "test": r["test"], "wall_seconds": r["wall_seconds"],
             "epoch_seconds_member": r["epoch_seconds_median"] / r.get("sweep_group_size", 1)})
     return records
 
 
-def sweep_wall(out: Path, summary: dict | None) -> float:
-    """Seconds a finished sweep trained: the wall time of each of its groups, summed."""
-    if not summary:
-        return 0.0
+def reached_cap(result: dict, cap: int | None) -> bool:
+    """A run (result.json content) that trained `cap` epochs without stopping early; a
+    diverged run stopped on its own, so it never counts."""
+    return cap is not None and result["epochs_run"] >= cap and not result.get("diverged")
+
+
+def finished_wall(out: Path) -> float:
+    """Seconds the finished groups of the sweep in `out` trained, whether or not the sweep
+    finished: each member's result.json holds its group's wall time, shared by the group."""
     total = 0.0
-    for group in summary["groups"]:
-        file = out / group[0] / "result.json"
-        total += json.loads(file.read_text())["wall_seconds"] if file.exists() else 0.0
+    for f in sorted(out.glob("*/result.json")):
+        r = json.loads(f.read_text())
+        total += r["wall_seconds"] / r.get("sweep_group_size", 1)
     return total
 
 
@@ -432,14 +450,14 @@ def tune(ctx: Context, model: Model, train: bool) -> dict:
                 tune_valid=winner["valid"][metric]["mean"], tune_sweep=str(out),
                 tune_hit_cap=sum(r["hit_cap"] for r in tune_runs),
                 tune_diverged=sum(bool(r["diverged"]) for r in tune_runs),
-                tune_wall_seconds=sweep_wall(out, summary))
+                tune_wall_seconds=finished_wall(out))
     return info
 
 
 def at_cap_stop(cap: int):
     """A sweep's `stop`: True once a finished run (not diverged) reached `cap` epochs."""
     def stop(results: list[dict]) -> bool:
-        return any(r["epochs_run"] >= cap and not r.get("diverged") for r in results)
+        return any(reached_cap(r, cap) for r in results)
     return stop
 
 
@@ -472,7 +490,7 @@ def final(ctx: Context, model: Model, chosen: list[str], train: bool,
         runs = run_records(members, out, cap if model.trainable else None)
         info = {"runs": runs, "cap": cap if model.trainable else None, "final_sweep": str(out),
                 "final_finished": summary is not None,
-                "final_wall_seconds": sweep_wall(out, summary),
+                "final_wall_seconds": finished_wall(out),
                 "resolved_config": config_lib.to_dict(resolve_data(members[0].cfg))}
         at_cap = any(r["hit_cap"] for r in runs)  # of the finished groups, when unfinished
         if not at_cap or raises == MAX_RAISES:
@@ -533,13 +551,9 @@ def _relative(path: Path) -> str:
 
 
 def total_wall(runs_dir: Path) -> float:
-    """Seconds trained by every finished group under `runs_dir`, in finished and unfinished
-    sweeps (replaced cap runs too): each member's result.json holds its group's wall time."""
-    total = 0.0
-    for f in sorted(runs_dir.glob("*/*/*/result.json")):
-        r = json.loads(f.read_text())
-        total += r["wall_seconds"] / r.get("sweep_group_size", 1)
-    return total
+    """Seconds trained by every finished group under `runs_dir` (<stage>/<sweep>/), in
+    finished and unfinished sweeps, replaced cap sweeps included."""
+    return sum(finished_wall(out) for out in sorted(runs_dir.glob("*/*")) if out.is_dir())
 
 
 def write_report(ctx: Context, infos: dict[str, dict]) -> dict:

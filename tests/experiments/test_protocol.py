@@ -104,6 +104,11 @@ def test_a_missing_final_sweep_marks_the_table_partial(protocol, smoke, tmp_path
     assert "0 sweep(s) trained" in capsys.readouterr().out
     report = json.loads((tmp_path / "results" / "small_informative.json").read_text())
     assert "lightgcn" in report["missing"] and "lightgcn" in report["partial"]
+    # its finished group's time still counts, as in the total-compute line
+    (run,) = [json.loads(f.read_text())
+              for f in (copy / "final" / "lightgcn").glob("*/result.json")]
+    assert run["sweep_group_size"] == 1
+    assert report["models"]["lightgcn"]["final_wall_seconds"] == pytest.approx(run["wall_seconds"])
 
 
 def test_a_page_written_while_training_shows_the_later_models_from_disk(protocol, smoke,
@@ -133,6 +138,34 @@ def test_a_runs_folder_of_another_search_is_refused(protocol, smoke):
     argv = [*smoke[0], "--sample-seed", "7"]
     with pytest.raises(SystemExit, match="holds a sweep of other members"):
         protocol.main(argv)
+
+
+def test_a_sweep_whose_stop_fires_on_its_finished_groups_trains_nothing(protocol, smoke,
+                                                                        tmp_path, monkeypatch,
+                                                                        capsys):
+    argv, runs, _, _ = smoke
+    copy = tmp_path / "mf"
+    shutil.copytree(runs / "tune" / "mf", copy)
+    (copy / "sweep.json").unlink()
+    ctx = protocol.parse_args(argv)
+    model = next(m for m in protocol.MODELS if m.name == "mf")
+    configs = protocol.search_space(model, ctx.budget, ctx.sample_seed)
+    members = protocol.build_members(ctx, model, configs, [ctx.tune_seed],
+                                     [ctx.train_seeds[0]], ctx.epochs, False)
+    (copy / members[1].name / "result.json").unlink()  # as if its group was interrupted
+    sweeps = []
+    monkeypatch.setattr(protocol.sweep_run, "run_sweep",
+                        lambda members, out, **kw: sweeps.append(out))
+    seen = []
+    capsys.readouterr()
+    assert protocol.run_or_load(ctx, members, copy, True,
+                                stop=lambda done: seen.append(len(done)) or True) is None
+    assert seen == [1] and sweeps == [] and ctx.trained == 0
+    err = capsys.readouterr().err
+    assert "left unfinished" in err and "training" not in err
+    # a stop that does not fire on the finished runs: the sweep resumes
+    protocol.run_or_load(ctx, members, copy, True, stop=lambda done: False)
+    assert sweeps == [copy] and ctx.trained == 1
 
 
 def _cap_trace(protocol, monkeypatch, tmp_path, caps_hit, winner_hit_cap, started=(),
