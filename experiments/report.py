@@ -12,7 +12,9 @@ A block is a pair of HTML comments (invisible on GitHub) around generated Markdo
 Kinds:
 - ``protocol SETTING``: the main table of ``experiments/results/protocol/SETTING.json``
   (`protocol_report.results_table`), its page, whether it is partial, and one sentence on
-  the RecGOAT variants against tuned LightGCN (`outcome`);
+  the RecGOAT variants against tuned LightGCN (`outcome`). The page SETTING.md beside the
+  JSON is rewritten (checked) too: it is `protocol_report.markdown` of the JSON, so a page
+  follows its file without the runs behind it (ML-100K's need --data-path);
 - ``table PAGE [N]``: the N-th (default 1st) Markdown table of a committed results page,
   verbatim, with a link to it. Those pages are written by the benchmark scripts from their
   JSON beside them.
@@ -53,7 +55,7 @@ class ReportError(Exception):
 
 def _protocol_report():
     spec = importlib.util.spec_from_file_location("_report_protocol_report",
-                                                  ROOT / "experiments" / "protocol_report.py")
+                                                  Path(__file__).with_name("protocol_report.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -113,6 +115,19 @@ def protocol_block(setting: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def protocol_pages(text: str) -> dict[Path, str]:
+    """{page path: its content from its JSON} for every ``protocol`` block of `text` whose
+    results file exists."""
+    pages = {}
+    for m in BLOCK.finditer(text):
+        kind, *args = m.group("spec").split()
+        file = ROOT / PROTOCOL_DIR / f"{args[0]}.json" if kind == "protocol" and args else None
+        if file is not None and file.exists():
+            pages[file.with_suffix(".md")] = _protocol_report().markdown(
+                json.loads(file.read_text()))
+    return pages
+
+
 def table_block(page: str, index: int = 1) -> str:
     file = ROOT / page
     if not file.exists():
@@ -164,6 +179,9 @@ def check(text: str) -> list[str]:
         if render(m.group("spec")) != m.group("body"):
             problems.append(f"README.md block '{m.group('spec')}' differs from its results file "
                             "(run python experiments/report.py)")
+    problems += [f"{page.relative_to(ROOT)} differs from the JSON beside it (run python "
+                 "experiments/report.py)" for page, content in protocol_pages(text).items()
+                 if not page.exists() or page.read_text() != content]
     problems += [f"README.md line {n}: figure '{f}' outside a report block (write it from a "
                  "results file, or remove it)" for n, f in stray_figures(text)]
     return problems
@@ -183,11 +201,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(line, file=sys.stderr)
             return 1 if problems else 0
         new = rewrite(text)
+        pages = protocol_pages(new)
     except (ReportError, OSError, KeyError, ValueError) as e:
         raise SystemExit(f"report.py: error: {e}") from None
     if new != text:
         path.write_text(new)
-    print(f"report.py: {len(BLOCK.findall(new))} block(s) written in {path}")
+    for page, content in pages.items():
+        if not page.exists() or page.read_text() != content:
+            page.write_text(content)
+    print(f"report.py: {len(BLOCK.findall(new))} block(s) written in {path}, "
+          f"{len(pages)} protocol page(s) beside their JSON")
     return 0
 
 

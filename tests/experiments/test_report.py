@@ -58,6 +58,25 @@ def test_table_block_takes_the_nth_table_of_a_page(report, tmp_path, monkeypatch
         report.render("plot page.md")
 
 
+def test_a_protocol_page_is_rewritten_from_its_json(report, tmp_path, monkeypatch):
+    shipped = report.ROOT / report.PROTOCOL_DIR / "ml100k.json"
+    folder = tmp_path / report.PROTOCOL_DIR
+    folder.mkdir(parents=True)
+    (folder / "ml100k.json").write_text(shipped.read_text())
+    (folder / "ml100k.md").write_text("# an old page\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# R\n\n<!-- report: protocol ml100k -->\n<!-- /report -->\n")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    problems = report.check(readme.read_text())
+    assert any("ml100k.md differs from the JSON" in p for p in problems)
+    assert report.main(["--readme", str(readme)]) == 0
+    page = (folder / "ml100k.md").read_text()
+    hours = json.loads(shipped.read_text())["total_wall_seconds"] / 3600
+    assert page.startswith("# Protocol: ml100k") and "| lightgcn | 6 |" in page
+    assert f"{hours:.2f} h." in page
+    assert report.check(readme.read_text()) == []
+
+
 def _report_with(diff_mean, low, high, n=3):
     final = {"test": {"recall@20": {"mean": 0.30, "std": 0.01, "n": 6}},
              "vs_lightgcn": {"recall@20": {"mean": diff_mean, "low": low, "high": high, "n": n}}}
