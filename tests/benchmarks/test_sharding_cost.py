@@ -18,7 +18,7 @@ def test_collective_bytes_reads_result_shapes():
                                                    "all-reduce": 4 + 16}
 
 
-@pytest.mark.parametrize("model", ["lightgcn", "recgoat"])
+@pytest.mark.parametrize("model", ["lightgcn", pytest.param("recgoat", marks=pytest.mark.slow)])
 def test_graph_sharding_splits_state_graph_and_graph_work_per_device(tmp_path, model):
     scaling.main(["--compile-only", "--models", model, "--preset", "tiny", "--dim", "8",
                   "--batch-size", "128", "--devices", "1,4", "--out", str(tmp_path),

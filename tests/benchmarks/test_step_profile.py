@@ -1,5 +1,7 @@
 """benchmarks/step_profile.py: op_name -> component attribution, and a profiled tiny epoch."""
 
+import pytest
+
 from benchmarks import step_profile
 
 
@@ -29,6 +31,7 @@ def test_op_names_parses_instructions_of_hlo_text():
                                           "add.1": "jit(f)/bpr/add"}
 
 
+@pytest.mark.slow
 def test_profiled_tiny_epoch_attributes_time_to_the_model_components(tmp_path):
     result = step_profile.main(["--preset", "tiny", "--dims", "8", "--batches", "1",
                                 "--set", "train.batch_size=64", "--set", "model.knn_k=5",

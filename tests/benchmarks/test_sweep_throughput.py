@@ -1,6 +1,8 @@
 """benchmarks/sweep_throughput.py runs end to end (tiny preset, LightGCN, S = 1, 2) and its
 group (both layouts) reproduces the solo runs' losses."""
 
+import pytest
+
 from benchmarks import sweep_throughput
 
 
@@ -19,6 +21,7 @@ def test_smoke_run_measures_both_ways_and_agrees(tmp_path):
     assert "| S |" in md and "## lightgcn" in md
 
 
+@pytest.mark.slow
 def test_smoke_run_shards_the_group_over_devices(tmp_path):
     # the test session has 8 forced CPU devices (conftest)
     result = sweep_throughput.main(["--smoke", "--models", "lightgcn", "--devices", "4",

@@ -191,7 +191,8 @@ def test_segment_softmax_matches_jraph_values_and_gradients():
     np.testing.assert_allclose(np.asarray(sums)[present], 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("dim, heads, loops", [(16, 4, 1), (64, 8, 1), (16, 4, 2)])
+@pytest.mark.parametrize("dim, heads, loops", [
+    (16, 4, 1), pytest.param(64, 8, 1, marks=pytest.mark.slow), (16, 4, 2)])
 def test_csr_aggregation_equals_segment_sum_in_values_and_gradients(branch_setup, dim, heads,
                                                                      loops):
     """The CSR attention aggregation (reverse edges given) equals the gather + segment-sum

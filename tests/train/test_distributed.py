@@ -50,8 +50,9 @@ def test_initialize_arguments_from_config_then_environment():
 
 # graph sharding with RecGOAT: its partitioned LightGCN propagation, GAT branches and OAT
 # statistics (LightGCN alone under "graph" is the 1-process tests' business)
-@pytest.mark.parametrize("model, sharding", [("lightgcn", "data"),
-                                             ("recgoat-reference", "graph")])
+# (the RecGOAT case takes about 2 min here: slow, run with -m slow)
+@pytest.mark.parametrize("model, sharding", [
+    ("lightgcn", "data"), pytest.param("recgoat-reference", "graph", marks=pytest.mark.slow)])
 def test_two_processes_reproduce_the_one_process_run(tmp_path, model, sharding):
     from recgoat_jax.data.synthetic import generate
     from recgoat_jax.train.loop import Trainer

@@ -69,13 +69,14 @@ def one_device(tiny, tmp_path_factory):
             for m, (config, extra) in MODELS.items()}
 
 
-# 2, 4 and 8 devices for LightGCN (the graph product alone); the others at 2 and 8, which
-# bracket 4 (the RecGOAT resume and ulp tests below also run graph on 4); MF, LightGCN
+# 2, 4 and 8 devices for LightGCN (the graph product alone); the RecGOAT variants at 2 and 8,
+# which bracket 4 (the RecGOAT resume and ulp tests below also run graph on 4): by default
+# one at 2 and the other at 8, both at both with -m slow (about 30 s each here); MF, LightGCN
 # without the graph product, at 8 only.
 @pytest.mark.parametrize("model, n_devices", [
     ("lightgcn", 2), ("lightgcn", 4), ("lightgcn", 8), ("mf", 8),
-    ("recgoat-reference", 2), ("recgoat-reference", 8),
-    ("recgoat-eps1", 2), ("recgoat-eps1", 8)])
+    ("recgoat-reference", 2), pytest.param("recgoat-reference", 8, marks=pytest.mark.slow),
+    pytest.param("recgoat-eps1", 2, marks=pytest.mark.slow), ("recgoat-eps1", 8)])
 def test_graph_sharding_trains_like_one_device(tiny, tmp_path, one_device, model, n_devices):
     config, extra = MODELS[model]
     result, losses, params = _run(tiny, tmp_path, "g", config, f"train.n_devices={n_devices}",
