@@ -110,7 +110,9 @@ def markdown(report: dict) -> str:
               f"seeds {p['train_seeds']}. Test metrics: mean ± sample std over those runs. "
               f"Paired difference to LightGCN: per data split (train seeds averaged), mean and "
               f"95% t interval over the splits.", "",
-              *results_table(report)]
+              *results_table(report), "",
+              "Wall and epoch times are bookkeeping, not speed figures: most runs shared the "
+              "machine's cores with another protocol process (the benchmarks measure speed)."]
     lines += ["", "## Chosen configurations", "",
               "| model | config | tuning configurations | chosen (valid "
               f"{p['selection_metric']}) | epoch cap |", "|---|---|---|---|---|"]

@@ -28,6 +28,7 @@ the README behind. `tests/experiments/test_report.py` runs the check.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import re
@@ -53,6 +54,7 @@ class ReportError(Exception):
     """A block that cannot be written (unknown kind, missing file); one line for the user."""
 
 
+@functools.cache
 def _protocol_report():
     spec = importlib.util.spec_from_file_location("_report_protocol_report",
                                                   Path(__file__).with_name("protocol_report.py"))
