@@ -7,6 +7,7 @@ static batch shape: padded rows contribute nothing, and in-batch negatives never
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -123,6 +124,68 @@ def infonce(a: jax.Array, b: jax.Array, temperature: float, mask: jax.Array,
         return masked_mean(lse - positive, mask)
 
 
+class Gathered(NamedTuple):
+    """Batch rows gathered from a table: ``rows = table[ids]``.
+
+    table: [n, d]; ids: [B] (int). Rows with the same id are the same vector, which lets
+    `infonce` compute each distinct row once (`infonce_gathered`).
+    """
+
+    table: jax.Array
+    ids: jax.Array
+
+    @property
+    def rows(self) -> jax.Array:
+        """[B, d]."""
+        return self.table[self.ids]
+
+
+def _distinct(ids: jax.Array, n: int) -> tuple[jax.Array, jax.Array, int]:
+    """(distinct ids [K], index of each batch row among them [B], K) with the static
+    K = min(B, n): unused slots repeat an id, and no batch row points at them."""
+    k = min(ids.shape[0], n)
+    distinct, inverse = jnp.unique(ids, size=k, fill_value=0, return_inverse=True)
+    return distinct, inverse.reshape(-1), k
+
+
+def infonce_gathered(a: Gathered, b: Gathered, temperature: float, mask: jax.Array,
+                     block: int = 0) -> jax.Array:
+    """`infonce` of a.rows against b.rows, computed over the distinct rows only.
+
+    A batch of B rows drawn from a table of n < B rows repeats rows, and so does the [B, B]
+    logit matrix: equal columns enter every row's logsumexp once per batch row that holds
+    them, and equal rows have equal logsumexps. This computes the [K_a, K_b] logits of the
+    distinct ids (K = min(B, n), static) with each column biased by log(its count among the
+    valid rows): the same loss and gradients up to float rounding, at K_a K_b / B^2 of the
+    cost (ML-100K at B = 4096: 943 x 1682 against 4096 x 4096). With neither table smaller
+    than the batch nothing repeats for sure, and this is plain `infonce` of the rows.
+    """
+    batch = a.ids.shape[0]
+    if a.table.shape[0] >= batch and b.table.shape[0] >= batch:
+        return infonce(a.rows, b.rows, temperature, mask, block)
+    with jax.named_scope("infonce"):
+        ids_a, inv_a, k_a = _distinct(a.ids, a.table.shape[0])
+        ids_b, inv_b, k_b = _distinct(b.ids, b.table.shape[0])
+        a_rows = l2_normalize(a.table[ids_a]) / temperature  # [K_a, d]
+        b_rows = l2_normalize(b.table[ids_b])  # [K_b, d]
+        count = jnp.zeros(k_b, a_rows.dtype).at[inv_b].add(mask.astype(a_rows.dtype))
+        col_bias = jnp.where(count > 0, jnp.log(jnp.maximum(count, 1.0)), -jnp.inf)
+        if block <= 0 or block >= k_a:
+            lse = jax.nn.logsumexp(a_rows @ b_rows.T + col_bias, axis=-1)
+        else:
+            lse = blocked_logsumexp(a_rows, b_rows, col_bias, block)
+        positive = jnp.sum(a_rows[inv_a] * b_rows[inv_b], axis=-1)  # [B]
+        return masked_mean(lse[inv_a] - positive, mask)
+
+
+def _pair_infonce(a, b, temperature, mask, block):
+    """InfoNCE of two row sets given as arrays [B, d] or as `Gathered` (then deduplicated)."""
+    if isinstance(a, Gathered) and isinstance(b, Gathered):
+        return infonce_gathered(a, b, temperature, mask, block)
+    rows = [x.rows if isinstance(x, Gathered) else x for x in (a, b)]
+    return infonce(*rows, temperature, mask, block)
+
+
 def reference_contrastive(z_user: jax.Array, fused_pos: jax.Array,
                           cf: tuple[jax.Array, jax.Array],
                           modal: dict[str, tuple[jax.Array, jax.Array]],
@@ -136,13 +199,14 @@ def reference_contrastive(z_user: jax.Array, fused_pos: jax.Array,
     terms *raise* InfoNCE (defect 4): kept as the reference does it.
 
     z_user, fused_pos: [B, d]; cf and modal[m]: (rows at the positive items, rows at the negatives).
+    Each may also be a `Gathered` (table and batch ids): pairs of those skip repeated rows.
     """
     names = sorted(modal)
     pairs = [(cf, modal[m]) for m in names]
     pairs += [(modal[m1], modal[m2]) for i, m1 in enumerate(names) for m2 in names[i + 1:]]
-    terms = [1.0 - infonce(a[s], b[s], temperature, mask, block)
+    terms = [1.0 - _pair_infonce(a[s], b[s], temperature, mask, block)
              for a, b in pairs for s in (0, 1)]
-    user_item = infonce(z_user, fused_pos, temperature, mask, block)
+    user_item = _pair_infonce(z_user, fused_pos, temperature, mask, block)
     if not terms:
         return user_item
     return (1.0 - weight) * user_item + weight * sum(terms) / len(terms)
@@ -154,9 +218,11 @@ def cmcl(z_user: jax.Array, fused_pos: jax.Array, modal_pos: dict[str, jax.Array
 
     (1 - w) InfoNCE(z_user, fused_pos) + w * mean_m InfoNCE(z^m_pos, fused_pos), where
     L^m_i = -log exp(<z^m_i, z_i>/tau) / sum_j exp(<z^m_i, z_j>/tau).
+    Row sets are [B, d] arrays or `Gathered`, as in `reference_contrastive`.
     """
-    user_item = infonce(z_user, fused_pos, temperature, mask, block)
+    user_item = _pair_infonce(z_user, fused_pos, temperature, mask, block)
     if not modal_pos:
         return user_item
-    modal = sum(infonce(z, fused_pos, temperature, mask, block) for z in modal_pos.values())
+    modal = sum(_pair_infonce(z, fused_pos, temperature, mask, block)
+                for z in modal_pos.values())
     return (1.0 - weight) * user_item + weight * modal / len(modal_pos)

@@ -72,6 +72,53 @@ def test_reference_contrastive_matches_golden(golden):
     np.testing.assert_allclose(cl, golden["loss/cl"], rtol=1e-5)
 
 
+def test_reference_contrastive_over_gathered_rows_matches_golden(golden):
+    """The model's path: tables and batch ids, each distinct row computed once."""
+    u, p, n = golden["batch_users"], golden["batch_pos"], golden["batch_neg"]
+    G = losses.Gathered  # noqa: N806
+    zu, zf = golden["out/z_user"], golden["out/z_item_fused"]
+    cf, zt, zi = golden["out/z_item_cf"], golden["out/z_item_text"], golden["out/z_item_image"]
+    assert len(np.unique(p)) < len(p)  # the golden batch repeats items: dedup is exercised
+    cl = losses.reference_contrastive(
+        G(zu, u), G(zf, p), (G(cf, p), G(cf, n)),
+        {"text": (G(zt, p), G(zt, n)), "image": (G(zi, p), G(zi, n))},
+        0.5, float(golden["temperature"]), jnp.ones(len(u), bool))
+    np.testing.assert_allclose(cl, golden["loss/cl"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [(5, 7), (5, 300), (300, 300)])
+@pytest.mark.parametrize("block", [0, 4])
+def test_gathered_infonce_equals_infonce_of_the_rows(sizes, block):
+    """Deduplicated logits (one per distinct id pair, columns weighted by their valid count)
+    give infonce's value and table gradients; masked rows count neither as anchors nor as
+    negatives. (300, 300): both tables larger than the batch, the plain path."""
+    rng = np.random.default_rng(5)
+    batch = 40
+    table_a = jnp.asarray(rng.normal(size=(sizes[0], 6)), jnp.float32)
+    table_b = jnp.asarray(rng.normal(size=(sizes[1], 6)), jnp.float32)
+    ids_a = jnp.asarray(rng.integers(0, sizes[0], batch))
+    ids_b = jnp.asarray(rng.integers(0, sizes[1], batch))
+    mask = jnp.arange(batch) < 33
+
+    def rows_loss(ta, tb):
+        return losses.infonce(ta[ids_a], tb[ids_b], 0.2, mask, block)
+
+    def gathered_loss(ta, tb):
+        return losses.infonce_gathered(losses.Gathered(ta, ids_a), losses.Gathered(tb, ids_b),
+                                       0.2, mask, block)
+
+    want, want_grads = jax.value_and_grad(rows_loss, (0, 1))(table_a, table_b)
+    got, got_grads = jax.jit(jax.value_and_grad(gathered_loss, (0, 1)))(table_a, table_b)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        scale = float(jnp.max(jnp.abs(w)))
+        np.testing.assert_allclose(g / scale, w / scale, atol=1e-5)
+    # an id held only by masked rows gets no gradient
+    only_masked = set(np.asarray(ids_b[33:])) - set(np.asarray(ids_b[:33]))
+    for i in only_masked:
+        np.testing.assert_array_equal(got_grads[1][i], 0.0)
+
+
 def np_cmcl(z_user, fused, modal, w, tau):
     """The paper's CMCL (REFERENCE.md section 7, defect 4), row by row in float64:
     (1 - w) InfoNCE(user, fused) + w mean_m mean_i -log exp(<z^m_i, z_i>/tau) /
@@ -108,3 +155,19 @@ def test_cmcl_matches_the_papers_formula(block):
     # without modalities only the user-item term is left (no (1 - w) factor)
     alone = losses.cmcl(jnp.asarray(zu), jnp.asarray(zf), {}, 0.3, 0.2, jnp.ones(n, bool))
     np.testing.assert_allclose(float(alone), np_cmcl(zu, zf, {"x": zf}, 0.0, 0.2), rtol=1e-5)
+
+
+def test_cmcl_over_gathered_rows_matches_the_papers_formula():
+    """Tables smaller than the batch, so rows repeat and the deduplicated path runs."""
+    rng = np.random.default_rng(6)
+    n, keep = 30, 26
+    users = rng.integers(0, 8, n)
+    items = rng.integers(0, 6, n)
+    tu, tf, tt = rng.normal(size=(3, 8, 5)).astype(np.float32)
+    G = losses.Gathered  # noqa: N806
+    got = losses.cmcl(G(jnp.asarray(tu), jnp.asarray(users)),
+                      G(jnp.asarray(tf[:6]), jnp.asarray(items)),
+                      {"text": G(jnp.asarray(tt[:6]), jnp.asarray(items))},
+                      0.3, 0.2, jnp.asarray(np.arange(n) < keep))
+    want = np_cmcl(tu[users[:keep]], tf[items[:keep]], {"text": tt[items[:keep]]}, 0.3, 0.2)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)

@@ -228,17 +228,19 @@ class LossOptions:
 def recgoat_loss(options: LossOptions, out: dict, batch: Batch) -> tuple[jax.Array, dict]:
     """BPR + decay * Reg + cl_weight * CL (+ ot_weight * distribution-level OT). out: RecGOAT()."""
     lc = options
-    zu, zi = out["z_user"][batch.users], out["z_item"]
+    zi = out["z_item"]
     total, terms = losses.bpr_with_l2(out["z_user"], zi, out["ids"], batch.users, batch.pos,
                                       batch.neg, batch.mask, lc.decay)
     cf, modal = out["z_item_cf"], out["z_modal"]
+    # Gathered (table, batch ids), not rows: the contrastive terms then skip repeated rows
+    zu = losses.Gathered(out["z_user"], batch.users)
+    pos, neg = (lambda z: losses.Gathered(z, batch.pos)), (lambda z: losses.Gathered(z, batch.neg))
     if lc.contrastive == "reference":
         cl = losses.reference_contrastive(
-            zu, zi[batch.pos], (cf[batch.pos], cf[batch.neg]),
-            {m: (z[batch.pos], z[batch.neg]) for m, z in modal.items()},
+            zu, pos(zi), (pos(cf), neg(cf)), {m: (pos(z), neg(z)) for m, z in modal.items()},
             lc.modality_weight, lc.temperature, batch.mask, lc.infonce_block)
     elif lc.contrastive == "cmcl":
-        cl = losses.cmcl(zu, zi[batch.pos], {m: z[batch.pos] for m, z in modal.items()},
+        cl = losses.cmcl(zu, pos(zi), {m: pos(z) for m, z in modal.items()},
                          lc.modality_weight, lc.temperature, batch.mask, lc.infonce_block)
     else:
         cl = None
