@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -140,10 +141,25 @@ class Gathered(NamedTuple):
         return self.table[self.ids]
 
 
-def _distinct(ids: jax.Array, n: int) -> tuple[jax.Array, jax.Array, int]:
+DATA_AXIS = "data"  # recgoat_jax.train.parallel.DATA_AXIS (not imported: train imports losses)
+
+
+def _data_shards() -> int:
+    """Devices the batch is split over: the size of the "data" axis of the mesh the trainer
+    traces under (`jax.sharding.use_abstract_mesh`) when XLA places it (Auto), else 1."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or DATA_AXIS not in mesh.axis_names:
+        return 1
+    if mesh.axis_types[mesh.axis_names.index(DATA_AXIS)] != jax.sharding.AxisType.Auto:
+        return 1  # inside shard_map (the sweep engine's member axis): already per device
+    return mesh.shape[DATA_AXIS]
+
+
+def _distinct(ids: jax.Array, n: int, shards: int) -> tuple[jax.Array, jax.Array, int]:
     """(distinct ids [K], index of each batch row among them [B], K) with the static
-    K = min(B, n): unused slots repeat an id, and no batch row points at them."""
-    k = min(ids.shape[0], n)
+    K = min(B, n) rounded up to a multiple of `shards`: unused slots repeat an id, and no
+    batch row points at them."""
+    k = -(-min(ids.shape[0], n) // shards) * shards
     distinct, inverse = jnp.unique(ids, size=k, fill_value=0, return_inverse=True)
     return distinct, inverse.reshape(-1), k
 
@@ -159,13 +175,18 @@ def infonce_gathered(a: Gathered, b: Gathered, temperature: float, mask: jax.Arr
     valid rows): the same loss and gradients up to float rounding, at K_a K_b / B^2 of the
     cost (ML-100K at B = 4096: 943 x 1682 against 4096 x 4096). With neither table smaller
     than the batch nothing repeats for sure, and this is plain `infonce` of the rows.
+    Data-parallel (traced under the mesh, see `_data_shards`), the distinct anchor rows are
+    split over the devices as the batch rows would be.
     """
     batch = a.ids.shape[0]
     if a.table.shape[0] >= batch and b.table.shape[0] >= batch:
         return infonce(a.rows, b.rows, temperature, mask, block)
     with jax.named_scope("infonce"):
-        ids_a, inv_a, k_a = _distinct(a.ids, a.table.shape[0])
-        ids_b, inv_b, k_b = _distinct(b.ids, b.table.shape[0])
+        shards = _data_shards()
+        ids_a, inv_a, k_a = _distinct(a.ids, a.table.shape[0], shards)
+        ids_b, inv_b, k_b = _distinct(b.ids, b.table.shape[0], 1)
+        if shards > 1:  # the distinct rows are not the batch's: split them as the batch is
+            ids_a = jax.lax.with_sharding_constraint(ids_a, P(DATA_AXIS))
         a_rows = l2_normalize(a.table[ids_a]) / temperature  # [K_a, d]
         b_rows = l2_normalize(b.table[ids_b])  # [K_b, d]
         count = jnp.zeros(k_b, a_rows.dtype).at[inv_b].add(mask.astype(a_rows.dtype))

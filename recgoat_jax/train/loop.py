@@ -102,7 +102,10 @@ class Trainer:
         def epoch_fn(state, train_pairs, inputs, hyper):
             epoch = make_epoch_fn(with_hyper(model, hyper), self.optimizer, dataset.n_items,
                                   self.batch_size, constrain=constrain)
-            return epoch(state, train_pairs, inputs)
+            # the mesh in context lets the losses split their own row sets over "data"
+            # (losses.infonce_gathered's distinct rows), as `constrain` splits the batch
+            with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+                return epoch(state, train_pairs, inputs)
 
         self.epoch_fn = jax.jit(
             epoch_fn, in_shardings=(self.state_sharding, replicated, inputs_sharding, replicated),
