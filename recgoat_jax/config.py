@@ -173,6 +173,9 @@ class LossConfig:
     temperature: float = setting(0.2, "InfoNCE temperature", rule=gt(0))
     infonce_block: int = setting(0, "> 0: InfoNCE in row blocks of this size (same values)",
                                  rule=ge(0))
+    infonce_distinct: bool = setting(True, "InfoNCE over the batch's distinct rows when a "
+                                           "user or item table is smaller than the batch (same "
+                                           "values); false: over every batch row")
     ot_loss: str = setting("none", "distribution-level OT loss: none, sinkhorn_divergence, "
                                    "entropic",
                            choices=("none", "sinkhorn_divergence", "entropic"))

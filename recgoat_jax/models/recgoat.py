@@ -203,8 +203,8 @@ def select_modalities(dataset: Dataset, modalities: tuple[str, ...] = (),
 class LossOptions:
     """RecGOAT's training objective: BPR + decay * Reg + cl_weight * CL (+ ot_weight * OT).
 
-    contrastive: "reference" | "cmcl" | "none"; modality_weight, temperature, infonce_block: of
-    the contrastive term (`losses.reference_contrastive` / `losses.cmcl`); ot_loss: "none" or
+    contrastive: "reference" | "cmcl" | "none"; modality_weight, temperature, infonce_block,
+    infonce_distinct: of the contrastive term (`losses.reference_contrastive` / `losses.cmcl`); ot_loss: "none" or
     a kind of `ot.distribution.ot_loss`, with ot_epsilon, on the first ot_rows rows (0: all).
     """
 
@@ -214,6 +214,7 @@ class LossOptions:
     modality_weight: float
     temperature: float
     infonce_block: int
+    infonce_distinct: bool
     ot_loss: str
     ot_weight: float
     ot_epsilon: float
@@ -233,8 +234,9 @@ def recgoat_loss(options: LossOptions, out: dict, batch: Batch) -> tuple[jax.Arr
                                       batch.neg, batch.mask, lc.decay)
     cf, modal = out["z_item_cf"], out["z_modal"]
     # Gathered (table, batch ids), not rows: the contrastive terms then skip repeated rows
-    zu = losses.Gathered(out["z_user"], batch.users)
-    pos, neg = (lambda z: losses.Gathered(z, batch.pos)), (lambda z: losses.Gathered(z, batch.neg))
+    gather = losses.Gathered if lc.infonce_distinct else (lambda table, ids: table[ids])
+    zu = gather(out["z_user"], batch.users)
+    pos, neg = (lambda z: gather(z, batch.pos)), (lambda z: gather(z, batch.neg))
     if lc.contrastive == "reference":
         cl = losses.reference_contrastive(
             zu, pos(zi), (pos(cf), neg(cf)), {m: (pos(z), neg(z)) for m, z in modal.items()},
