@@ -112,7 +112,10 @@ def markdown(report: dict) -> str:
               f"95% t interval over the splits.", "",
               *results_table(report), "",
               "Wall and epoch times are bookkeeping, not speed figures: most runs shared the "
-              "machine's cores with another protocol process (the benchmarks measure speed)."]
+              "machine's cores with another protocol process (the benchmarks measure speed). "
+              "'wall s (tune+final)' counts the reported final sweep only; a final rerun at a "
+              "raised cap also spent the sweeps at the lower caps, which the total below "
+              "includes."]
     lines += ["", "## Chosen configurations", "",
               "| model | config | tuning configurations | chosen (valid "
               f"{p['selection_metric']}) | epoch cap |", "|---|---|---|---|---|"]
