@@ -346,25 +346,20 @@ def run_or_load(ctx: Context, members: list[Member], out: Path, train: bool,
         return json.loads((out / "sweep.json").read_text())
     if not train:
         return None
-    if stop is not None and stops_before_training(members, out, stop):
-        print(f"protocol: {out} left unfinished: a finished run reached its cap", file=sys.stderr)
-        return None
-    print(f"protocol: training {out} ({len(members)} runs)", file=sys.stderr)
+    started = []  # the groups the sweep engine trains (not those it finds finished)
+
+    def announce(index, group):
+        if not started:
+            print(f"protocol: training {out} ({len(members)} runs)", file=sys.stderr)
+            ctx.trained += 1
+        started.append(index)
+
     summary = sweep_run.run_sweep(members, out, progress=ctx.progress, command=ctx.command,
                                   resume=plan_file.exists(), max_group=ctx.max_group,
-                                  stop=stop)
-    ctx.trained += 1
+                                  stop=stop, on_group_start=announce)
+    if summary is None and not started:
+        print(f"protocol: {out} left unfinished: a finished run reached its cap", file=sys.stderr)
     return summary
-
-
-def stops_before_training(members: list[Member], out: Path, stop) -> bool:
-    """True when `stop` already fires on the runs `out` finished (a group writes its members'
-    result.json together, and groups train in order, so these are the first groups): the
-    resumed sweep would end before training anything (`sweep_run.run_sweep` checks `stop`
-    after each group but the last, hence the unfinished-members condition)."""
-    done = [json.loads(f.read_text()) for m in members
-            if (f := out / m.name / "result.json").exists()]
-    return bool(done) and len(done) < len(members) and stop(done)
 
 
 def run_solo(ctx: Context, members: list[Member], out: Path, train: bool) -> dict | None:

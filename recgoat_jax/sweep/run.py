@@ -74,7 +74,8 @@ def same_plan(stored: dict, wanted: dict) -> bool:
 
 def run_sweep(members: list[Member], out: Path, progress: bool = True, command: str = "",
               resume: bool = False, overwrite: bool = False, max_group: int = 0,
-              stop: Callable[[list[dict]], bool] | None = None) -> dict | None:
+              stop: Callable[[list[dict]], bool] | None = None,
+              on_group_start: Callable[[int, list[Member]], None] | None = None) -> dict | None:
     """Train `members` into `out/<member.name>/`; returns sweep.json's content.
 
     Groups (at most `max_group` members each when > 0) are trained one after the other; with
@@ -86,6 +87,9 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
     `stop`, if given, sees the results (result.json contents) of every group finished so far
     after each group; when it returns True the sweep ends unfinished: None, no sweep.json (a
     later `resume` without `stop` completes it).
+
+    `on_group_start(index, group)`, if given, is called before a group trains (1-based index;
+    not for the groups a resume finds finished): the caller learns whether anything trained.
     """
     planned = prepare(members, max_group)
     plan_file = out / "sweep_plan.json"
@@ -117,6 +121,8 @@ def run_sweep(members: list[Member], out: Path, progress: bool = True, command: 
             if stop is not None and index < len(planned) and stop(list(results.values())):
                 return None
             continue
+        if on_group_start is not None:
+            on_group_start(index, group)
         cfgs = [resolve_data(m.cfg) for m in group]
         trainer = GroupTrainer(cfgs, dataset, model=model)
         bar = tqdm(total=cfgs[0].train.epochs, disable=not progress or not main,

@@ -147,25 +147,27 @@ def test_a_sweep_whose_stop_fires_on_its_finished_groups_trains_nothing(protocol
     copy = tmp_path / "mf"
     shutil.copytree(runs / "tune" / "mf", copy)
     (copy / "sweep.json").unlink()
-    ctx = protocol.parse_args(argv)
+    ctx = protocol.parse_args([*argv, "--max-group", "1"])  # one group per member
     model = next(m for m in protocol.MODELS if m.name == "mf")
     configs = protocol.search_space(model, ctx.budget, ctx.sample_seed)
     members = protocol.build_members(ctx, model, configs, [ctx.tune_seed],
                                      [ctx.train_seeds[0]], ctx.epochs, False)
     (copy / members[1].name / "result.json").unlink()  # as if its group was interrupted
-    sweeps = []
-    monkeypatch.setattr(protocol.sweep_run, "run_sweep",
-                        lambda members, out, **kw: sweeps.append(out))
+    trained = []
+    monkeypatch.setattr(protocol.sweep_run, "GroupTrainer",
+                        lambda *a, **kw: trained.append(a) or pytest.fail("trained a group"))
     seen = []
     capsys.readouterr()
     assert protocol.run_or_load(ctx, members, copy, True,
                                 stop=lambda done: seen.append(len(done)) or True) is None
-    assert seen == [1] and sweeps == [] and ctx.trained == 0
+    assert seen == [1] and trained == [] and ctx.trained == 0
     err = capsys.readouterr().err
     assert "left unfinished" in err and "training" not in err
-    # a stop that does not fire on the finished runs: the sweep resumes
-    protocol.run_or_load(ctx, members, copy, True, stop=lambda done: False)
-    assert sweeps == [copy] and ctx.trained == 1
+    # a stop that does not fire on the finished runs: the sweep resumes its second group
+    with pytest.raises(pytest.fail.Exception):
+        protocol.run_or_load(ctx, members, copy, True, stop=lambda done: False)
+    assert len(trained) == 1 and ctx.trained == 1
+    assert "training" in capsys.readouterr().err
 
 
 def _cap_trace(protocol, monkeypatch, tmp_path, caps_hit, winner_hit_cap, started=(),
