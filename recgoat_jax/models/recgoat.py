@@ -204,8 +204,9 @@ class LossOptions:
     """RecGOAT's training objective: BPR + decay * Reg + cl_weight * CL (+ ot_weight * OT).
 
     contrastive: "reference" | "cmcl" | "none"; modality_weight, temperature, infonce_block,
-    infonce_distinct: of the contrastive term (`losses.reference_contrastive` / `losses.cmcl`); ot_loss: "none" or
-    a kind of `ot.distribution.ot_loss`, with ot_epsilon, on the first ot_rows rows (0: all).
+    infonce_distinct: of the contrastive term (`losses.reference_contrastive` / `losses.cmcl`);
+    ot_loss: "none" or a kind of `ot.distribution.ot_loss`, with ot_epsilon, on the first
+    ot_rows rows (0: all).
     """
 
     decay: float
