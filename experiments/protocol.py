@@ -44,9 +44,9 @@ its run's result.json and config.toml beside it. A sweep with its sweep.json is 
 retrained; an interrupted one continues with the engine's resume (finished groups kept, the
 others from their newest checkpoint, ``train.checkpoint_every`` = `--checkpoint-every`).
 Checkpoints are not committed, so on a fresh checkout only finished groups count: with
-`--max-group` N a sweep trains N members at a time (N = 2 keeps a RecGOAT tuning chunk within
-about an hour here), and every finished chunk is kept. A folder holding a sweep of other
-members (e.g. another --budget) is refused, not overwritten.
+`--max-group` N a sweep trains N members at a time (N = 2 keeps a RecGOAT tuning chunk on
+`small` within about half an hour here), and every finished chunk is kept. A folder holding a
+sweep of other members (e.g. another --budget) is refused, not overwritten.
 Every model of `MODELS` is in the report: the ones outside ``--models`` are read from disk.
 
 ML-100K: `--data-path` is the folder `experiments/movielens/run.py --prepare-only` writes
