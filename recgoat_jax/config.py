@@ -446,6 +446,20 @@ def to_flat_dict(cfg) -> dict:
     return flatten(to_dict(cfg), sep=".")
 
 
+def same_stored_config(stored: dict, wanted: dict) -> bool:
+    """Whether a config dict stored by an earlier run (`to_dict`, as JSON holds it) describes
+    `wanted` (the same, as JSON holds it). Keys the package gained after `stored` was written
+    count as equal when `wanted` holds their default, so that sweeps and their checkpoints
+    keep resuming across such additions."""
+    from recgoat_jax.tree_utils import flatten
+
+    fa, fb = flatten(stored, sep="."), flatten(wanted, sep=".")
+    if any(k not in fb or fa[k] != fb[k] for k in fa):
+        return False
+    defaults = to_flat_dict(RunConfig())
+    return all(k in fa or (k in defaults and fb[k] == defaults[k]) for k in fb)
+
+
 def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

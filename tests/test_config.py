@@ -46,3 +46,18 @@ def test_every_shipped_config_loads():
     assert configs
     for path in configs:
         C.load(path)
+
+
+def test_a_stored_config_missing_a_later_setting_matches_at_its_default():
+    """config.same_stored_config: the rule sweep plans and sweep checkpoints resume by."""
+    import json
+
+    wanted = json.loads(json.dumps(C.to_dict(C.RunConfig())))
+    stored = json.loads(json.dumps(wanted))
+    del stored["loss"]["infonce_distinct"]  # written before the setting existed
+    assert C.same_stored_config(stored, wanted)
+    wanted["loss"]["infonce_distinct"] = False  # not its default: a different run
+    assert not C.same_stored_config(stored, wanted)
+    wanted["loss"]["infonce_distinct"] = True
+    stored["train"]["lr"] = 5e-3  # a real difference
+    assert not C.same_stored_config(stored, wanted)

@@ -42,7 +42,8 @@ class GroupCheckpointer:
     def restore_latest(self, template, cfgs) -> tuple[object, dict, list[str]]:
         """(state, record, skipped) of the newest checkpoint that verifies; (None, {}, skipped)
         when none does (or there is none). CheckpointError when it was written for other
-        members (configs)."""
+        members (configs; settings added to the package since count as equal at their
+        default, `config.same_stored_config`)."""
         skipped = []
         wanted = json.loads(json.dumps([config_lib.to_dict(c) for c in cfgs]))  # as stored
         for epoch in sorted(self._manager.all_steps(), reverse=True):
@@ -53,7 +54,9 @@ class GroupCheckpointer:
             except Exception as e:  # noqa: BLE001 - unreadable: try the next older one
                 skipped.append(f"{path}: unreadable ({type(e).__name__})")
                 continue
-            if record.get("format") != FORMAT or record.get("configs") != wanted:
+            saved = record.get("configs") or []
+            if record.get("format") != FORMAT or len(saved) != len(wanted) or not all(
+                    config_lib.same_stored_config(a, b) for a, b in zip(saved, wanted)):
                 raise CheckpointError(f"{path} was written for other sweep members (configs); "
                                       "use the same command, or --overwrite")
             try:

@@ -55,19 +55,13 @@ def same_plan(stored: dict, wanted: dict) -> bool:
     """Whether a stored sweep_plan.json describes the plan `wanted`. Config keys the package
     gained after the plan was written count as equal when `wanted` holds their default (an
     old sweep keeps resuming, and a finished one keeps being read, across such additions)."""
-    from recgoat_jax.tree_utils import flatten
-
     old, new = stored.get("members", []), wanted["members"]
     if len(old) != len(new):
         return False
-    defaults = config_lib.to_flat_dict(config_lib.RunConfig())
     for a, b in zip(old, new):
         if {k: a[k] for k in a if k != "config"} != {k: b[k] for k in b if k != "config"}:
             return False
-        fa, fb = flatten(a["config"], sep="."), flatten(b["config"], sep=".")
-        if any(k not in fb or fa[k] != fb[k] for k in fa):
-            return False
-        if any(k not in fa and (k not in defaults or fb[k] != defaults[k]) for k in fb):
+        if not config_lib.same_stored_config(a["config"], b["config"]):
             return False
     return True
 
