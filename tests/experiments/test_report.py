@@ -132,12 +132,10 @@ def test_the_shipped_default_is_the_ml100k_variant_chosen_on_valid(report):
     winner = data["models"][max(tuned)[1]]["resolved_config"]
     shipped = json.loads(json.dumps(  # as the JSON stores it (tuples as lists)
         C.to_dict(C.load(report.ROOT / "experiments" / "configs" / "recgoat.toml"))))
-    # settings the package gained after the protocol ran count as equal at their default
-    # (the rule of sweep.run.same_plan), e.g. loss.infonce_distinct
-    defaults = json.loads(json.dumps(C.to_dict(C.RunConfig())))
+    # settings the package gained after the protocol ran (e.g. loss.infonce_distinct) count
+    # as equal at their default, the rule sweeps resume by
     for section in ("model", "loss"):
-        added = {k for k, v in shipped[section].items()
-                 if k not in winner[section] and v == defaults[section][k]}
-        assert {k: v for k, v in shipped[section].items() if k not in added} == winner[section]
+        assert C.same_stored_config({section: winner[section]}, {section: shipped[section]}), \
+            section
     for key in ("lr", "batch_size", "precision"):
         assert shipped["train"].get(key) == winner["train"].get(key), key

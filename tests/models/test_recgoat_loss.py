@@ -39,9 +39,8 @@ def _unit(x):
 def test_ot_term_is_the_mean_over_modalities_on_the_kept_rows(problem, kind, ot_rows):
     out, batch = problem
     options = LossOptions(decay=1e-3, contrastive="none", cl_weight=0.0, modality_weight=0.5,
-                          temperature=0.2, infonce_block=0, infonce_distinct=True, ot_loss=kind,
-                          ot_weight=0.7,
-                          ot_epsilon=EPSILON, ot_rows=ot_rows)
+                          temperature=0.2, infonce_block=0, infonce_distinct=True,
+                          ot_loss=kind, ot_weight=0.7, ot_epsilon=EPSILON, ot_rows=ot_rows)
     jax_out = {k: ({m: jnp.asarray(v) for m, v in x.items()} if isinstance(x, dict)
                    else jnp.asarray(x)) for k, x in out.items()}
     total, terms = recgoat_loss(options, jax_out, Batch(*(jnp.asarray(x) for x in batch)))
