@@ -183,7 +183,11 @@ class GroupTrainer:
             checkpoint_every > 0 or resume) else None
         record, notes = {}, []
         if resume and checkpointer:
-            restored, record, skipped = checkpointer.restore_latest(state, self.cfgs)
+            try:
+                restored, record, skipped = checkpointer.restore_latest(state, self.cfgs)
+            except BaseException:  # a refusal closes the checkpointer too
+                checkpointer.close()
+                raise
             notes = [f"skipped checkpoint {why}" for why in skipped]
             if restored is not None:
                 state = restored

@@ -204,14 +204,19 @@ class Trainer:
         state = self.init_state()
         record = Progress(selection=protocol_lib.init_early_stopping(ev.protocol))
         last_checkpoint, notes = None, []
-        if resume:  # raises before anything is written when no checkpoint fits
-            state, record, last_checkpoint = checkpointer.restore_latest(self.export(state))
-            state = self._import(state)
-            notes += [f"skipped {why}" for why in checkpointer.skipped]
-        elif checkpointer and checkpointer.epochs():
-            raise CheckpointError(f"{checkpointer.directory} holds checkpoints of an earlier "
-                                  "run: continue it with --resume, replace it with "
-                                  "--overwrite, or use another --out")
+        try:  # a refusal closes the checkpointer too (its orbax manager holds threads)
+            if resume:  # raises before anything is written when no checkpoint fits
+                state, record, last_checkpoint = checkpointer.restore_latest(self.export(state))
+                state = self._import(state)
+                notes += [f"skipped {why}" for why in checkpointer.skipped]
+            elif checkpointer and checkpointer.epochs():
+                raise CheckpointError(f"{checkpointer.directory} holds checkpoints of an "
+                                      "earlier run: continue it with --resume, replace it "
+                                      "with --overwrite, or use another --out")
+        except BaseException:
+            if checkpointer:
+                checkpointer.close()
+            raise
         writer = log = tensorboard = None
         if out and main:
             out.mkdir(parents=True, exist_ok=True)
