@@ -3,8 +3,8 @@
 Runs the model's jitted epoch (the package's Trainer, as benchmarks/epoch_time.py builds it)
 on `--batches` batches under `jax.profiler`, then attributes every executed XLA thunk to a
 component through the HLO `op_name` of the instruction it runs (flax module paths such as
-``branch_image/gat_0`` and the named scopes ``propagation``, ``infonce``, ``bpr`` and
-``optimizer``). Unlike timing a component alone (benchmarks/roofline.py `--components`), this
+``branch_image/gat_0`` and the named scopes ``propagation``, ``infonce``, ``ot_loss``,
+``bpr`` and ``optimizer``). Unlike timing a component alone (benchmarks/roofline.py `--components`), this
 sees the step as XLA fused and scheduled it.
 
 Caveat, measured: custom calls that hand their work to another thread (jaxlib's CPU CSR
@@ -44,7 +44,8 @@ def component_of(op_name: str) -> str:
         part = "projection" if "/proj/" in op_name else "gat"
         return f"{part}[{branch.group(2)}]" if kind == "branch" else f"user {part}[{branch.group(2)}]"
     for scope, name in (("/fuse/", "fusion + OAT"), ("propagation", "propagation"),
-                        ("infonce", "infonce"), ("/bpr", "bpr/l2/batch rows"),
+                        ("infonce", "infonce"), ("ot_loss", "ot loss"),
+                        ("/bpr", "bpr/l2/batch rows"),
                         ("optimizer", "adam")):
         if scope in op_name:
             return name

@@ -18,6 +18,7 @@ L2-normalised rows, whose squared distances lie in [0, 4]).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from ott.geometry import costs, pointcloud
 from ott.problems.linear import linear_problem
@@ -60,15 +61,16 @@ def ot_loss(x: jnp.ndarray, y: jnp.ndarray, kind: str, epsilon: float,
         raise ValueError(f"ot_loss: epsilon must be > 0, got {epsilon!r}")
     if iterations < 1:
         raise ValueError(f"ot_loss: iterations must be >= 1, got {iterations}")
-    weights = row_weights(x.shape[0], mask, x.dtype, caller="ot_loss")
-    solver_kwargs = {"max_iterations": iterations, "min_iterations": iterations,
-                     "inner_iterations": 10 if iterations % 10 == 0 else 1,
-                     "implicit_diff": implicit_diff(x.shape[0], balanced=True)}
-    if kind == "sinkhorn_divergence":
-        value, _ = sinkhorn_divergence.sinkhorn_divergence(
-            pointcloud.PointCloud, x, y, cost_fn=COSTS[cost](), epsilon=epsilon,
-            a=weights, b=weights, solve_kwargs=solver_kwargs)
-        return value
-    geom = pointcloud.PointCloud(x, y, cost_fn=COSTS[cost](), epsilon=epsilon)
-    problem = linear_problem.LinearProblem(geom, a=weights, b=weights)
-    return sinkhorn.Sinkhorn(**solver_kwargs)(problem).reg_ot_cost
+    with jax.named_scope("ot_loss"):  # names its ops in profiles (benchmarks/step_profile.py)
+        weights = row_weights(x.shape[0], mask, x.dtype, caller="ot_loss")
+        solver_kwargs = {"max_iterations": iterations, "min_iterations": iterations,
+                         "inner_iterations": 10 if iterations % 10 == 0 else 1,
+                         "implicit_diff": implicit_diff(x.shape[0], balanced=True)}
+        if kind == "sinkhorn_divergence":
+            value, _ = sinkhorn_divergence.sinkhorn_divergence(
+                pointcloud.PointCloud, x, y, cost_fn=COSTS[cost](), epsilon=epsilon,
+                a=weights, b=weights, solve_kwargs=solver_kwargs)
+            return value
+        geom = pointcloud.PointCloud(x, y, cost_fn=COSTS[cost](), epsilon=epsilon)
+        problem = linear_problem.LinearProblem(geom, a=weights, b=weights)
+        return sinkhorn.Sinkhorn(**solver_kwargs)(problem).reg_ot_cost

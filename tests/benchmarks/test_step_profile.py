@@ -14,6 +14,7 @@ def test_component_of_reads_module_paths_and_named_scopes():
         "jvp(RecGOAT)/fuse/sinkhorn/while/body/add": "fusion + OAT",
         "transpose(jvp(RecGOAT))/propagation/bcsr_dot_general": "propagation",
         "jvp()/infonce/while/body/closed_call/dot_general": "infonce",
+        "transpose(jvp())/ot_loss/while/body/dot_general": "ot loss",
         "jvp()/bpr/gather": "bpr/l2/batch rows",
         "optimizer/add": "adam",
         "jvp()/concatenate": "other",
