@@ -137,8 +137,9 @@ def test_each_device_holds_its_block_of_tables_moments_and_graph(tiny):
 @pytest.mark.parametrize("model, first, second", [
     ("lightgcn", ["train.n_devices=4", "train.sharding=graph"], ["train.n_devices=1"]),
     ("lightgcn", ["train.n_devices=1"], ["train.n_devices=2", "train.sharding=graph"]),
-    ("recgoat-reference", ["train.n_devices=4", "train.sharding=graph"],
-     ["train.n_devices=2", "train.sharding=graph"])])
+    pytest.param("recgoat-reference", ["train.n_devices=4", "train.sharding=graph"],
+                 ["train.n_devices=2", "train.sharding=graph"],
+                 marks=pytest.mark.slow)])  # about 45 s on CI; LightGCN's two run by default
 def test_a_checkpoint_resumes_under_another_sharding_and_device_count(tiny, tmp_path, one_device,
                                                                       model, first, second):
     out = tmp_path / "run"

@@ -67,6 +67,10 @@ def test_lightgcn_on_8_devices_equals_1_device(tiny):
             assert metrics_8[split][k] == pytest.approx(v, abs=1e-6), (split, k)
 
 
+# About 40 s on CI, compilation mostly: slow. Run by default instead, for RecGOAT on 8 devices:
+# tests/train/test_graph_sharding.py (recgoat-eps1 at 8) and tests/test_losses.py (the
+# distinct-row InfoNCE split over the data axis).
+@pytest.mark.slow
 def test_recgoat_on_8_devices_equals_1_device(tiny):
     cfg = C.load(None, TINY + RECGOAT)
     _assert_same_run(_train(cfg, tiny, 1, 2), _train(cfg, tiny, 8, 2))
