@@ -4,8 +4,8 @@ Runs the model's jitted epoch (the package's Trainer, as benchmarks/epoch_time.p
 on `--batches` batches under `jax.profiler`, then attributes every executed XLA thunk to a
 component through the HLO `op_name` of the instruction it runs (flax module paths such as
 ``branch_image/gat_0`` and the named scopes ``propagation``, ``infonce``, ``ot_loss``,
-``bpr`` and ``optimizer``). Unlike timing a component alone (benchmarks/roofline.py `--components`), this
-sees the step as XLA fused and scheduled it.
+``bpr`` and ``optimizer``). Unlike timing a component alone (benchmarks/roofline.py
+`--components`), this sees the step as XLA fused and scheduled it.
 
 Caveat, measured: custom calls that hand their work to another thread (jaxlib's CPU CSR
 kernel) record only their dispatch; their time appears as ``SlinkyThreadPool::Await`` under

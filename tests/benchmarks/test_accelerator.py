@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import REPO
 
 
-@pytest.mark.slow  # about 90 s on CI; run it before a device session (README: slow tests)
+@pytest.mark.slow  # over a minute on CI; run it before a device session (README: slow tests)
 def test_smoke_runbook_writes_every_page_for_this_device(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
     env.pop("XLA_FLAGS", None)  # the runbook's own device count, not the test session's 8
