@@ -204,7 +204,7 @@ class Trainer:
         state = self.init_state()
         record = Progress(selection=protocol_lib.init_early_stopping(ev.protocol))
         last_checkpoint, notes = None, []
-        try:  # a refusal closes the checkpointer too (its orbax manager holds threads)
+        try:  # a refusal closes the checkpointer, as every other way out of run does
             if resume:  # raises before anything is written when no checkpoint fits
                 state, record, last_checkpoint = checkpointer.restore_latest(self.export(state))
                 state = self._import(state)
