@@ -15,6 +15,7 @@ import time
 import pytest
 
 from recgoat_jax import config as C
+from tests.conftest import xla_flags
 
 LGN = ["--config", "lightgcn", "--set", "model.dim=8", "--quiet"]
 
@@ -157,7 +158,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     cmd = [sys.executable, "-m", "recgoat_jax.cli", "train", "--config", "lightgcn",
            "--preset", "small", "--out", str(out), "--quiet", "--set", "train.epochs=300",
            "--set", "eval.every=1000"]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     deadline = time.monotonic() + 240
