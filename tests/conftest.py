@@ -17,7 +17,9 @@ def xla_flags(devices: int) -> str:
     """XLA_FLAGS for a test process: `devices` forced CPU devices, and LLVM code generation at
     level 1 ("Less"; XLA's CPU compiler maps xla_backend_optimization_level to LLVM's level).
     The tests' programs are small and compile-bound: level 1 cut the RecGOAT golden and
-    user-side test files from 118 s (XLA's default level) to 83 s. The optimised HLO, fusions
+    user-side test files from 118 s (XLA's default level) to 83 s (cold cache, another
+    training on the second core), and the fresh-clone CI suite from 692 to 563 s on a quiet
+    machine. The optimised HLO, fusions
     included, was the same at every level on a Sinkhorn gradient; only the machine code
     differs, so rounding may move, and every comparison here has a tolerance. Level 0 (78 s)
     is not used: it moved the graph-sharded default transport 17x further from one device
