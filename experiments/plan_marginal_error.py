@@ -5,8 +5,9 @@
 For the config's model on its data (default: the packaged `recgoat` preset on synthetic
 `small`), takes the parameters at initialisation and after each of the `--epochs` counts
 (trained as a run would), computes each modality's [d, d] cost from the deterministic forward
-pass, and solves it with ott at several budgets: fixed iteration counts (min_iterations ==
-iterations, like the default) and threshold-stopped runs. Prints the relative marginal error
+pass, and solves it with ott (the config's own ott options, e.g. `model.oat.cost_norm`; see
+`base_options`) at several budgets: fixed iteration counts (min_iterations == iterations, like
+the default) and threshold-stopped runs. Prints the relative marginal error
 (`plan_diagnostics`' relative_error: max |sum / target - 1| over rows and columns), the
 iterations run, and the solve time. ``--out PAGE.md`` also writes what it prints to a page
 with the command, the date and the git commit (experiments/results/ot_iterations.md, the
@@ -48,6 +49,17 @@ def costs(trainer: Trainer, params) -> dict[str, np.ndarray]:
             for m, z in out["z_modal"].items()}
 
 
+def base_options(oat: C.OATConfig) -> PlanOptions:
+    """The config's ott solve (epsilon, cost_norm, epsilon schedule, momentum, Anderson,
+    tau_a / tau_b, plan_scale) with no gradient; `BUDGETS` then sets the iterations and the
+    stopping rule. A non-ott config's epsilon and plan_scale are solved with ott."""
+    fields = {f.name for f in dataclasses.fields(PlanOptions)} - {"solver", "plan_grad", "rank"}
+    options = {k: v for k, v in dataclasses.asdict(oat).items() if k in fields}
+    if oat.solver != "ott":  # keep only what the ott solve shares with that solver
+        options = {k: options[k] for k in ("epsilon", "plan_scale")}
+    return PlanOptions(solver="ott", plan_grad="stop", **options)
+
+
 LINES: list[str] = []  # everything printed, for --out
 
 
@@ -59,7 +71,10 @@ def say(line: str) -> None:
 def report(label: str, cost_by_modality: dict, base: PlanOptions) -> None:
     for m, cost in cost_by_modality.items():
         spread = float(cost.max() - cost.min())
-        say(f"{label} {m}: cost spread {spread:.3g} ({spread / base.epsilon:.0f} epsilon)")
+        # ott divides the cost by this before solving (cost_norm), so epsilon is relative to it
+        unit = {"none": 1.0, "max": float(cost.max()), "mean": float(cost.mean())}[base.cost_norm]
+        say(f"{label} {m}: cost spread {spread:.3g} ({spread / unit / base.epsilon:.0f} epsilon"
+            f"{'' if base.cost_norm == 'none' else f', cost_norm {base.cost_norm}'})")
         for budget in BUDGETS:
             options = dataclasses.replace(base, **budget)
             start = time.perf_counter()
@@ -85,8 +100,7 @@ def main(argv=None) -> None:
     cfg = C.load(args.config, args.set)
     trainer = Trainer(cfg, load_dataset(cfg.data))
     state = trainer.init_state()
-    plan = PlanOptions(solver="ott", epsilon=cfg.model.oat.epsilon,
-                       plan_scale=cfg.model.oat.plan_scale)
+    plan = base_options(cfg.model.oat)
     report("init", costs(trainer, jax.device_get(state.params)), plan)
     done = 0
     for epochs in args.epochs:

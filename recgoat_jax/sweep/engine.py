@@ -39,7 +39,7 @@ from recgoat_jax.sweep.members import over_mesh, vmap_chunk
 from recgoat_jax.sweep.spec import SweepError, varying_keys
 from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.epoch import make_epoch_fn
-from recgoat_jax.train.guard import TrainingDiverged, check_epoch
+from recgoat_jax.train.guard import TrainingDiverged, check_epoch, plan_warning
 from recgoat_jax.train.loop import count_params, make_evaluators, run_result
 from recgoat_jax.train.preflight import check_run, step_batch_size
 from recgoat_jax.train.state import TrainState, make_optimizer
@@ -267,7 +267,7 @@ class _MemberRecord:
         self.selection = protocol_lib.init_early_stopping(cfg.eval.protocol)
         self.times: list[float] = []
         self.stats: dict = {}
-        self.improved = self.stopped = False
+        self.improved = self.stopped = self.plan_warned = False
         self.diverged: str | None = None  # the guard's message when the member's loss went NaN
         if saved:
             self.selection = protocol_lib.state_from_dict(saved["selection"])
@@ -312,6 +312,9 @@ class _MemberRecord:
                 self.selection, epoch, metrics.get("valid"), metrics.get("test"),
                 metric=self.cfg.eval.metric or None, patience=self.cfg.eval.patience)
             line.update({f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()})
+        if self.log and not self.plan_warned and (warning := plan_warning(epoch, stats)):
+            self.log.info(warning)
+            self.plan_warned = True
         if self.writer:
             self.writer.write(line)
             self.log.info(f"epoch {epoch}  loss {stats['loss']:.4g}" + (

@@ -1,8 +1,10 @@
-"""Stop a run whose loss or transport plan stopped being finite, saying what to change."""
+"""Stop a run whose loss or transport plan stopped being finite, and warn about a transport
+plan that left its marginals; each message says what to change."""
 
 from __future__ import annotations
 
 import math
+import re
 
 HINTS = {
     "bpr": "lower train.lr, or check the input features for extreme values",
@@ -30,3 +32,24 @@ def check_epoch(epoch: int, stats: dict, last_checkpoint: str | None = None) -> 
     if last_checkpoint:
         msg += f" The last good checkpoint is {last_checkpoint}."
     raise TrainingDiverged(msg)
+
+
+# A plan whose row or column sums are off their targets by more than this share is no longer
+# a transport plan: at float32 a log-domain solve breaks down once the cost spans ~1e7 epsilon.
+PLAN_MARGINAL_TOLERANCE = 0.1
+_PLAN_ERROR = re.compile(r"^plan_(.+)_marginal_rel_error$")
+
+
+def plan_warning(epoch: int, stats: dict, tolerance: float = PLAN_MARGINAL_TOLERANCE
+                 ) -> str | None:
+    """One line naming each modality whose OAT plan is off its marginals by more than
+    `tolerance` (relative, `plan_<m>_marginal_rel_error` of the epoch's stats), or None."""
+    off = {m.group(1): float(v) for k, v in stats.items()
+           if (m := _PLAN_ERROR.match(k)) and float(v) > tolerance}
+    if not off:
+        return None
+    names = ", ".join(f"{m} {e:.3g}" for m, e in sorted(off.items()))
+    return (f"warning: epoch {epoch}: the OAT plan left its marginals (relative error {names}; "
+            f"tolerance {tolerance:g}): the cost outgrew model.oat.epsilon. Try "
+            f"model.oat.cost_norm='mean' (epsilon relative to the cost) or a larger "
+            f"model.oat.epsilon (warned once).")

@@ -34,7 +34,7 @@ from recgoat_jax.models.base import compute_dtype, init_params, traced_hyper_key
 from recgoat_jax.train import distributed, parallel, run_dir
 from recgoat_jax.train.checkpoint import CheckpointError, Checkpointer, Progress
 from recgoat_jax.train.epoch import make_epoch_fn
-from recgoat_jax.train.guard import check_epoch
+from recgoat_jax.train.guard import check_epoch, plan_warning
 from recgoat_jax.train.preflight import check_run, step_batch_size
 from recgoat_jax.train.state import TrainState, init_state, make_optimizer
 
@@ -267,6 +267,7 @@ class Trainer:
                 selection=selection, epoch_times=tuple(times),
                 compile_epochs=tuple(compile_epochs), last_stats=stats, stopped=stop))
 
+        plan_warned = False
         interrupt = _InterruptFlag()
         try:
             with interrupt:
@@ -276,6 +277,9 @@ class Trainer:
                     if epoch == first:  # this process's first call compiled the epoch
                         compile_epochs.append(epoch)
                     check_epoch(epoch, stats, last_checkpoint=last_checkpoint)
+                    if not plan_warned and (warning := plan_warning(epoch, stats)):
+                        say(warning)
+                        plan_warned = True
                     line = {"epoch": epoch, "seconds": seconds, **stats,
                             **self.diagnostics(state.params)}
                     improved = False
