@@ -312,7 +312,8 @@ class _MemberRecord:
                 self.selection, epoch, metrics.get("valid"), metrics.get("test"),
                 metric=self.cfg.eval.metric or None, patience=self.cfg.eval.patience)
             line.update({f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()})
-        if self.log and not self.plan_warned and (warning := plan_warning(epoch, stats)):
+        if self.log and not self.plan_warned and (warning := plan_warning(
+                epoch, stats, self.cfg.model.oat.solver)):
             self.log.info(warning)
             self.plan_warned = True
         if self.writer:

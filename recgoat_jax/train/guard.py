@@ -40,16 +40,20 @@ PLAN_MARGINAL_TOLERANCE = 0.1
 _PLAN_ERROR = re.compile(r"^plan_(.+)_marginal_rel_error$")
 
 
-def plan_warning(epoch: int, stats: dict, tolerance: float = PLAN_MARGINAL_TOLERANCE
-                 ) -> str | None:
+def plan_warning(epoch: int, stats: dict, solver: str = "ott",
+                 tolerance: float = PLAN_MARGINAL_TOLERANCE) -> str | None:
     """One line naming each modality whose OAT plan is off its marginals by more than
-    `tolerance` (relative, `plan_<m>_marginal_rel_error` of the epoch's stats), or None."""
+    `tolerance` (relative, `plan_<m>_marginal_rel_error` of the epoch's stats) and the
+    setting to change for `solver` (model.oat.solver), or None."""
     off = {m.group(1): float(v) for k, v in stats.items()
            if (m := _PLAN_ERROR.match(k)) and float(v) > tolerance}
     if not off:
         return None
     names = ", ".join(f"{m} {e:.3g}" for m, e in sorted(off.items()))
-    return (f"warning: epoch {epoch}: the OAT plan left its marginals (relative error {names}; "
-            f"tolerance {tolerance:g}): the cost outgrew model.oat.epsilon. Try "
-            f"model.oat.cost_norm='mean' (epsilon relative to the cost) or a larger "
-            f"model.oat.epsilon (warned once).")
+    remedy = ("model.oat.solver='ott' (the kernel-domain loop underflows, REFERENCE.md "
+              "section 7)" if solver == "reference" else
+              "model.oat.cost_norm='mean' (epsilon relative to the cost), more "
+              "model.oat.iterations, or a larger model.oat.epsilon")
+    return (f"warning: epoch {epoch}: the OAT plan is off its marginals (relative error "
+            f"{names}; tolerance {tolerance:g}): Sinkhorn did not converge. Try {remedy} "
+            f"(warned once).")

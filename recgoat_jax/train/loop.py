@@ -277,7 +277,8 @@ class Trainer:
                     if epoch == first:  # this process's first call compiled the epoch
                         compile_epochs.append(epoch)
                     check_epoch(epoch, stats, last_checkpoint=last_checkpoint)
-                    if not plan_warned and (warning := plan_warning(epoch, stats)):
+                    if not plan_warned and (warning := plan_warning(
+                            epoch, stats, cfg.model.oat.solver)):
                         say(warning)
                         plan_warned = True
                     line = {"epoch": epoch, "seconds": seconds, **stats,

@@ -39,6 +39,9 @@ def test_plan_warning_names_each_modality_off_its_marginals():
     assert "epoch 6" in msg and "image 23.5" in msg and "text" not in msg
     assert "model.oat.cost_norm='mean'" in msg and "\n" not in msg
     assert plan_warning(6, healthy, tolerance=0.05).count("image 0.09") == 1
+    # the kernel-domain solver has no cost_norm: its remedy is the log-domain solver
+    msg = plan_warning(2, dict(healthy, plan_text_marginal_rel_error=1.0), solver="reference")
+    assert "text 1" in msg and "model.oat.solver='ott'" in msg and "cost_norm" not in msg
 
 
 def _plan_errors(run: Path) -> list[float]:
@@ -55,7 +58,7 @@ def test_runs_and_sweep_members_warn_once_when_their_plan_left_its_marginals(tin
     relative = ["model.oat.cost_norm=mean"]  # the remedy the warning names
     for name, extra in (("one_step", one_step), ("relative", relative)):
         train(C.load("recgoat", base + extra), tiny, tmp_path / name, progress=False)
-    warned = {name: (tmp_path / name / "train.log").read_text().count("left its marginals")
+    warned = {name: (tmp_path / name / "train.log").read_text().count("off its marginals")
               for name in ("one_step", "relative")}
     assert max(_plan_errors(tmp_path / "one_step")) > PLAN_MARGINAL_TOLERANCE
     assert warned["one_step"] == 1  # once, although every epoch's plan was off
@@ -65,4 +68,4 @@ def test_runs_and_sweep_members_warn_once_when_their_plan_left_its_marginals(tin
     cfgs = [C.load("recgoat", base + one_step + [f"train.lr={lr}"]) for lr in (1e-3, 2e-3)]
     GroupTrainer(cfgs, tiny).run([tmp_path / "m0", tmp_path / "m1"])
     for member in ("m0", "m1"):
-        assert (tmp_path / member / "train.log").read_text().count("left its marginals") == 1
+        assert (tmp_path / member / "train.log").read_text().count("off its marginals") == 1
