@@ -13,7 +13,7 @@ kernel) record only their dispatch; their time appears as ``SlinkyThreadPool::Aw
 
 Usage (repository root):
   python3 -m benchmarks.step_profile [--models recgoat] [--dims 64,256] [--batches 4]
-      [--set KEY=VALUE] [--out benchmarks/results] [--tag TAG]
+      [--config NAME_OR_TOML] [--set KEY=VALUE] [--out benchmarks/results] [--tag TAG]
 Writes <out>/step_profile<tag>.json and .md.
 """
 
@@ -76,8 +76,8 @@ def profile_setting(model: str, dim: int, dataset, args) -> dict:
     from benchmarks.epoch_time import CONFIGS, MODELS, JaxRunner
     from recgoat_jax import config as config_lib
 
-    cfg = config_lib.load(CONFIGS / MODELS[model][0],
-                          [f"model.dim={dim}", "train.epochs=1"] + list(args.set or []))
+    source = args.config or CONFIGS / MODELS[model][0]
+    cfg = config_lib.load(source, [f"model.dim={dim}", "train.epochs=1"] + list(args.set or []))
     n_pairs = args.batches * cfg.train.batch_size
     pairs = dataset.train[np.random.default_rng(0).permutation(len(dataset.train))[:n_pairs]]
     runner = JaxRunner(cfg, dataset, pairs)
@@ -96,7 +96,8 @@ def profile_setting(model: str, dim: int, dataset, args) -> dict:
         comp = component_of(op) if op else "runtime"
         per_component[comp] += seconds / args.batches
         top[comp].append((seconds / args.batches, thunk, op.split("closed_call/")[-1][:90]))
-    return {"model": model, "dim": dim, "batches": args.batches,
+    return {"model": model, "config": str(args.config or MODELS[model][0]), "dim": dim,
+            "batches": args.batches,
             "step_wall_s": wall / args.batches, "traced_step_wall_s": traced_wall / args.batches,
             "per_component_s": dict(sorted(per_component.items(), key=lambda kv: -kv[1])),
             "top_thunks": {c: sorted(v, reverse=True)[:8] for c, v in top.items()}}
@@ -111,7 +112,8 @@ def markdown(result: dict) -> str:
              "thunks without an op_name and the thread-pool waits, where the CPU CSR kernel's "
              "work lands (its thunk records only the dispatch).\n")
     for s in result["settings"]:
-        text += (f"\n## {s['model']}, d = {s['dim']}\n\nStep: {common.fmt_seconds(s['step_wall_s'])}"
+        text += (f"\n## {s['model']}, d = {s['dim']}\n\n"
+                 f"Config: `{s['config']}`. Step: {common.fmt_seconds(s['step_wall_s'])}"
                  f" per batch untraced (best of 2 epochs of {s['batches']} batches), "
                  f"{common.fmt_seconds(s['traced_step_wall_s'])} traced.\n\n")
         total = sum(s["per_component_s"].values())
@@ -131,6 +133,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--dims", default="64,256")
     parser.add_argument("--batches", type=int, default=4, help="batches per profiled epoch")
     common.add_data_args(parser)
+    parser.add_argument("--config", help="config (a packaged preset name or a TOML path) "
+                        "instead of the model's benchmark config, e.g. recgoat-paper")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
     parser.add_argument("--wait-quiet-min", type=float, default=0.0)
     parser.add_argument("--out", default=str(common.RESULTS))

@@ -42,3 +42,15 @@ def test_profiled_tiny_epoch_attributes_time_to_the_model_components(tmp_path):
     assert {"infonce", "gat[image]", "gat[text]", "propagation"} <= set(per)
     assert all(v >= 0 for v in per.values()) and per["infonce"] > 0
     assert (tmp_path / "step_profile.md").read_text().count("## recgoat, d = 8") == 1
+
+
+@pytest.mark.slow
+def test_another_config_profiles_its_own_components(tmp_path):
+    result = step_profile.main(["--preset", "tiny", "--dims", "8", "--batches", "1",
+                                "--config", "recgoat-paper", "--set", "train.batch_size=64",
+                                "--set", "model.knn_k=5", "--set", "model.user_knn_k=5",
+                                "--set", "loss.ot_rows=32", "--out", str(tmp_path)])
+    (setting,) = result["settings"]
+    assert setting["config"] == "recgoat-paper"
+    assert setting["per_component_s"]["ot loss"] > 0  # the paper's OT loss, absent from reference
+    assert "Config: `recgoat-paper`" in (tmp_path / "step_profile.md").read_text()
