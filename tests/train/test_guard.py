@@ -45,8 +45,9 @@ def test_plan_warning_names_each_modality_off_its_marginals():
 
 
 def _plan_errors(run: Path) -> list[float]:
-    return [v for line in (run / "metrics.jsonl").read_text().splitlines()
-            for k, v in json.loads(line).items() if k.endswith("_marginal_rel_error")]
+    """Each epoch's largest relative marginal error over the run's plans."""
+    return [max(v for k, v in json.loads(line).items() if k.endswith("_marginal_rel_error"))
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_runs_and_sweep_members_warn_once_when_their_plan_left_its_marginals(tiny, tmp_path):
@@ -60,7 +61,7 @@ def test_runs_and_sweep_members_warn_once_when_their_plan_left_its_marginals(tin
         train(C.load("recgoat", base + extra), tiny, tmp_path / name, progress=False)
     warned = {name: (tmp_path / name / "train.log").read_text().count("off its marginals")
               for name in ("one_step", "relative")}
-    assert max(_plan_errors(tmp_path / "one_step")) > PLAN_MARGINAL_TOLERANCE
+    assert min(_plan_errors(tmp_path / "one_step")) > PLAN_MARGINAL_TOLERANCE  # every epoch
     assert warned["one_step"] == 1  # once, although every epoch's plan was off
     assert max(_plan_errors(tmp_path / "relative")) <= PLAN_MARGINAL_TOLERANCE
     assert warned["relative"] == 0
