@@ -76,8 +76,9 @@ def profile_setting(model: str, dim: int, dataset, args) -> dict:
     from benchmarks.epoch_time import CONFIGS, MODELS, JaxRunner
     from recgoat_jax import config as config_lib
 
-    source = args.config or CONFIGS / MODELS[model][0]
-    cfg = config_lib.load(source, [f"model.dim={dim}", "train.epochs=1"] + list(args.set or []))
+    config = args.config or MODELS[model][0]  # a preset name or path, or the benchmark's file
+    cfg = config_lib.load(args.config or CONFIGS / config,
+                          [f"model.dim={dim}", "train.epochs=1"] + list(args.set or []))
     n_pairs = args.batches * cfg.train.batch_size
     pairs = dataset.train[np.random.default_rng(0).permutation(len(dataset.train))[:n_pairs]]
     runner = JaxRunner(cfg, dataset, pairs)
@@ -96,7 +97,7 @@ def profile_setting(model: str, dim: int, dataset, args) -> dict:
         comp = component_of(op) if op else "runtime"
         per_component[comp] += seconds / args.batches
         top[comp].append((seconds / args.batches, thunk, op.split("closed_call/")[-1][:90]))
-    return {"model": model, "config": str(args.config or MODELS[model][0]), "dim": dim,
+    return {"model": model, "config": str(config), "dim": dim,
             "batches": args.batches,
             "step_wall_s": wall / args.batches, "traced_step_wall_s": traced_wall / args.batches,
             "per_component_s": dict(sorted(per_component.items(), key=lambda kv: -kv[1])),

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from ott.geometry import geometry
 
 from recgoat_jax import config as C
 from recgoat_jax.data.load import load_dataset
 from recgoat_jax.models.registry import recgoat_module
 from recgoat_jax.ot.cost import feature_cost
-from recgoat_jax.ot.plan import PlanOptions, ott_output, plan_diagnostics
+from recgoat_jax.ot.plan import COST_NORMS, PlanOptions, ott_output, plan_diagnostics
 from recgoat_jax.train.loop import Trainer
 
 BUDGETS = [dict(iterations=n, min_iterations=n) for n in (100, 200, 500, 1000, 2000)] + [
@@ -71,9 +72,10 @@ def say(line: str) -> None:
 def report(label: str, cost_by_modality: dict, base: PlanOptions) -> None:
     for m, cost in cost_by_modality.items():
         spread = float(cost.max() - cost.min())
-        # ott divides the cost by this before solving (cost_norm), so epsilon is relative to it
-        unit = {"none": 1.0, "max": float(cost.max()), "mean": float(cost.mean())}[base.cost_norm]
-        say(f"{label} {m}: cost spread {spread:.3g} ({spread / unit / base.epsilon:.0f} epsilon"
+        solved = geometry.Geometry(cost_matrix=cost,  # the cost as ott solves it (cost_norm)
+                                   scale_cost=COST_NORMS[base.cost_norm]).cost_matrix
+        solved_spread = float(solved.max() - solved.min())
+        say(f"{label} {m}: cost spread {spread:.3g} ({solved_spread / base.epsilon:.0f} epsilon"
             f"{'' if base.cost_norm == 'none' else f', cost_norm {base.cost_norm}'})")
         for budget in BUDGETS:
             options = dataclasses.replace(base, **budget)
