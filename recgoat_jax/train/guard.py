@@ -38,6 +38,13 @@ def check_epoch(epoch: int, stats: dict, last_checkpoint: str | None = None) -> 
 # a transport plan: at float32 a log-domain solve breaks down once the cost spans ~1e7 epsilon.
 PLAN_MARGINAL_TOLERANCE = 0.1
 _PLAN_ERROR = re.compile(r"^plan_(.+)_marginal_rel_error$")
+PLAN_REMEDIES = {  # by model.oat.solver
+    "reference": "model.oat.solver='ott' (the kernel-domain loop underflows, REFERENCE.md "
+                 "section 7)",
+    "ott": "model.oat.cost_norm='mean' (epsilon relative to the cost), more "
+           "model.oat.iterations, or a larger model.oat.epsilon",
+    "lowrank": "model.oat.cost_norm='mean' or more model.oat.iterations",  # epsilon unused
+}
 
 
 def plan_warning(epoch: int, stats: dict, solver: str = "ott",
@@ -50,10 +57,7 @@ def plan_warning(epoch: int, stats: dict, solver: str = "ott",
     if not off:
         return None
     names = ", ".join(f"{m} {e:.3g}" for m, e in sorted(off.items()))
-    remedy = ("model.oat.solver='ott' (the kernel-domain loop underflows, REFERENCE.md "
-              "section 7)" if solver == "reference" else
-              "model.oat.cost_norm='mean' (epsilon relative to the cost), more "
-              "model.oat.iterations, or a larger model.oat.epsilon")
+    remedy = PLAN_REMEDIES.get(solver, PLAN_REMEDIES["ott"])
     return (f"warning: epoch {epoch}: the OAT plan is off its marginals (relative error "
             f"{names}; tolerance {tolerance:g}): Sinkhorn did not converge. Try {remedy} "
             f"(warned once).")

@@ -42,6 +42,9 @@ def test_plan_warning_names_each_modality_off_its_marginals():
     # the kernel-domain solver has no cost_norm: its remedy is the log-domain solver
     msg = plan_warning(2, dict(healthy, plan_text_marginal_rel_error=1.0), solver="reference")
     assert "text 1" in msg and "model.oat.solver='ott'" in msg and "cost_norm" not in msg
+    # the low-rank solver ignores epsilon: the remedy does not offer it
+    msg = plan_warning(2, dict(healthy, plan_text_marginal_rel_error=1.0), solver="lowrank")
+    assert "model.oat.cost_norm='mean'" in msg and "epsilon" not in msg
 
 
 def _plan_errors(run: Path) -> list[float]:
